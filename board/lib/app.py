@@ -1,0 +1,194 @@
+"""The firmware's application: channels, report windows, queue, connection.
+
+`App(board, settings)` runs on whatever `board` it is given: the Pico's
+`board` module on the device, or picopower's virtual board on a PC. One call
+of `step()` is one pass of the main loop: place new pulses on the monotonic
+timeline, close a report window when one is due (a reading per channel goes
+into the outbox), save the energy total when due, advance the connection by
+one operation, show the state on the LED. It returns how long the loop may
+sleep before the next pass.
+"""
+
+import energy
+import status
+from clock import Monotonic, WallClock
+from link import Link
+from outbox import Outbox
+from power import PowerEstimator
+from pulses import PulseCapture, RING_SIZE, min_gap_us
+
+LOOP_MS = 100
+
+
+class Channel:
+    """One meter: its pulse input, power estimator and energy total."""
+
+    def __init__(self, index, spec, settings, board, log):
+        self.index = index
+        self.spec = spec
+        self.imp = spec["imp_per_kwh"]
+        self.series = spec["seriesname"]
+        self.name = spec["name"]
+        width = spec["pulse_width_max_ms"] > 0
+        self.capture = PulseCapture(
+            min_gap_us(self.imp, spec["max_power_w"]),
+            int(spec["pulse_width_min_ms"] * 1000), int(spec["pulse_width_max_ms"] * 1000),
+            0 if spec["edge"] == "falling" else 1, RING_SIZE * 4, board.ticks_us)
+        self.estimator = PowerEstimator(self.imp, settings["power_timeout_s"])
+        name = energy.FILE if index == 0 else "energy%d.dat" % index
+        self.store = energy.EnergyStore(self.imp, settings["persist_interval_s"] * 1000,
+                                        board.data_path(name), log)
+        self.seen = 0
+        self.lost = 0
+        self._board = board
+        self._width = width
+
+    def attach(self):
+        self.store.load()
+        s = self.spec
+        self._board.pulse_input(s["pin"], s["pull"], s["edge"], self._width, self.capture.handler)
+
+    def total(self):
+        return self.store.base + self.capture.count
+
+    def ingest(self, mono, now_us):
+        """Feed the estimator every pulse up to `now_us`, oldest first."""
+        cap = self.capture
+        count = cap.count
+        est = self.estimator
+        lost = 0
+        i = self.seen
+        while i < count:
+            tick = cap.tick_of(i)
+            if tick is None:
+                lost += 1
+                i += 1
+                continue
+            t = mono.place(tick)
+            if t > now_us:
+                break
+            if lost:
+                # Overwritten ticks: spread them evenly before this pulse.
+                start = est.last if est.last is not None else t
+                for k in range(1, lost + 1):
+                    est.pulse(start + (t - start) * k // (lost + 1))
+                self.lost += lost
+                lost = 0
+            est.pulse(t)
+            i += 1
+        self.seen = i
+
+
+class App:
+    def __init__(self, board, settings):
+        self.board = board
+        self.s = settings
+        self.log = board.log
+        self.mono = Monotonic(board.ticks_us)
+        self.wall = WallClock()
+        self.outbox = Outbox(settings["queue_size"])
+        self.channels = [Channel(i, spec, settings, board, self.log)
+                         for i, spec in enumerate(settings["channels"])]
+        self.link = Link(board, settings, self.mono.now_ms, self.wall, self.outbox,
+                         self.channels, self.log)
+        self.interval_us = settings["report_interval_s"] * 1000000
+        self.readings = 0
+        self._wdt = None
+        self._next_report = 0
+        self._led = None
+
+    def boot(self):
+        self._wdt = self.board.watchdog(self.s["watchdog_ms"])
+        for ch in self.channels:
+            ch.attach()
+            self.log("channel %d: GP%d, %d imp/kWh, series '%s', %d pulses stored" % (
+                ch.index, ch.spec["pin"], ch.imp, ch.series, ch.store.base))
+        now = self.mono.now_us()
+        for ch in self.channels:
+            ch.estimator.start(now)
+        self._next_report = now + self.interval_us
+        self.log("boot: host '%s', topic '%s', every %d s" % (
+            self.s["hostname"], self.s["mqtt_topic"], self.s["report_interval_s"]))
+
+    def feed(self):
+        self._wdt.feed()
+
+    def step(self):
+        self._wdt.feed()
+        now = self.mono.now_us()
+        for ch in self.channels:
+            ch.ingest(self.mono, now)
+        if now >= self._next_report:
+            self._report(now)
+        now_ms = now // 1000
+        for ch in self.channels:
+            if ch.store.due(now_ms):
+                ch.store.save(ch.total(), now_ms)
+        self.link.step(now_ms, self.feed)
+        self._show(self.mono.now_ms())
+        wait = self.idle_ms()
+        return wait if wait < LOOP_MS else LOOP_MS
+
+    def idle_ms(self):
+        """Milliseconds until the next report window closes."""
+        wait = (self._next_report - self.mono.now_us()) // 1000
+        return wait if wait > 0 else 0
+
+    def _report(self, now):
+        now_ms = now // 1000
+        for ch in self.channels:
+            watts = ch.estimator.close(now)
+            self.outbox.push(ch.index, now_ms, watts, ch.total())
+            self.readings += 1
+        self._next_report += self.interval_us
+        if self._next_report <= now:
+            # The loop was held up past a whole window: realign, skip none.
+            self._next_report = now + self.interval_us
+
+    def _show(self, now_ms):
+        if not self.s["status_led"]:
+            return
+        state = self.link.state
+        if state == "ONLINE" and self.outbox.size > len(self.channels):
+            state = "OFFLINE"
+        on = status.lit(state, now_ms)
+        if on != self._led:
+            self.board.led(on)
+            self._led = on
+
+    def run(self):
+        self.boot()
+        while True:
+            self.board.sleep_ms(self.step())
+
+
+def fail_forever(board, problems):
+    """Show configuration problems on the REPL and blink; never reboot-loop."""
+    for p in problems:
+        board.log("config: " + p)
+    board.log("config: fix lib/secrets.py and reset the board")
+    t = 0
+    while True:
+        board.led(status.lit("CONFIG_ERROR", t))
+        board.sleep_ms(100)
+        t += 100
+        if t % 30000 == 0:
+            for p in problems:
+                board.log("config: " + p)
+
+
+def main(board):
+    import config
+    board.led(True)
+    try:
+        import secrets
+    except ImportError:
+        fail_forever(board, ["lib/secrets.py is missing: copy lib/secrets.example.py and fill it in"])
+    except Exception as e:
+        fail_forever(board, ["lib/secrets.py does not load: %r" % (e,)])
+    settings, errors, warnings = config.from_module(secrets)
+    for w in warnings:
+        board.log("config: " + w)
+    if errors:
+        fail_forever(board, errors)
+    App(board, settings).run()

@@ -1,0 +1,245 @@
+"""Settings: one table of names, defaults and rules, checked in one pass.
+
+The user's `lib/secrets.py` (the seed's file, unchanged) overlays the
+defaults. `check()` returns every problem at once as one line each, in words
+a user can act on (`MQTT_PORT must be an integer 1-65535, got '18a3'`), so the
+board can show them and wait instead of crashing into a reboot loop. The host
+uses the same function to validate what `picopower deploy` writes.
+
+Several meters on one board: `CHANNELS`, a list of dicts whose keys are the
+per-channel names below; a key left out takes the top-level value. Without
+`CHANNELS` the board has one channel made of the seed's names.
+"""
+
+REQUIRED = "required"
+
+# name: (default, kind, argument)
+SETTINGS = {
+    # The seed's names.
+    "WIFI_SSID": (REQUIRED, "text", 32),
+    "WIFI_PASS": ("", "secret", 64),
+    "MQTT_SERVER": (REQUIRED, "host", None),
+    "MQTT_PORT": (1883, "int", (1, 65535)),
+    "HOSTNAME": ("picopower", "name", 64),
+    "SERIESNAME": ("power", "name", 64),
+    "MQTT_TOPIC": (REQUIRED, "topic", None),
+    # The meter and its sensor.
+    "IMP_PER_KWH": (1000, "int", (1, 100000)),
+    "PULSE_PIN": (22, "pin", None),
+    "PULSE_PULL": ("up", "choice", ("up", "down", "none")),
+    "PULSE_EDGE": ("falling", "choice", ("falling", "rising")),
+    "MAX_POWER_W": (24000, "int", (100, 1000000)),
+    "PULSE_WIDTH_MIN_MS": (0, "num", (0, 2000)),
+    "PULSE_WIDTH_MAX_MS": (0, "num", (0, 2000)),
+    "CHANNELS": (None, "channels", 4),
+    # Readings.
+    "REPORT_INTERVAL_S": (10, "int", (1, 3600)),
+    "POWER_TIMEOUT_S": (300, "int", (10, 86400)),
+    "PERSIST_INTERVAL_S": (600, "int", (60, 86400)),
+    "QUEUE_SIZE": (2880, "int", (16, 20000)),
+    # Network.
+    "WIFI_TIMEOUT_S": (20, "int", (5, 300)),
+    "NTP_HOST": ("pool.ntp.org", "host", None),
+    "NTP_INTERVAL_S": (3600, "int", (60, 86400)),
+    "MQTT_USER": ("", "text", 128),
+    "MQTT_PASS": ("", "secret", 128),
+    "MQTT_CLIENT_ID": ("", "text", 64),
+    "MQTT_KEEPALIVE": (60, "int", (10, 3600)),
+    "MQTT_TLS": (False, "bool", None),
+    "MQTT_CA_FILE": ("", "text", 128),
+    "AVAILABILITY_TOPIC": ("", "topic_or_empty", None),
+    "HA_DISCOVERY": (False, "bool", None),
+    "HA_PREFIX": ("homeassistant", "topic", None),
+    "HA_EXPIRE_S": (0, "int", (0, 86400)),
+    # The board.
+    "WATCHDOG_MS": (8000, "int", (0, 8388)),
+    "STATUS_LED": (True, "bool", None),
+}
+
+# Per channel: these names, falling back to the top-level ones.
+CHANNEL_KEYS = {
+    "PIN": "PULSE_PIN",
+    "PULL": "PULSE_PULL",
+    "EDGE": "PULSE_EDGE",
+    "IMP_PER_KWH": "IMP_PER_KWH",
+    "MAX_POWER_W": "MAX_POWER_W",
+    "PULSE_WIDTH_MIN_MS": "PULSE_WIDTH_MIN_MS",
+    "PULSE_WIDTH_MAX_MS": "PULSE_WIDTH_MAX_MS",
+    "SERIESNAME": "SERIESNAME",
+    "NAME": None,
+}
+
+# GP23-25 and GP29 drive the Pico W's radio and are not on the header.
+FREE_PINS = tuple(range(0, 23)) + (26, 27, 28)
+
+
+def _shown(value):
+    if isinstance(value, str):
+        return "'%s'" % value
+    return repr(value)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bad_text(v):
+    for c in v:
+        if ord(c) < 32 or ord(c) == 127:
+            return True
+    return False
+
+
+def _problem(name, value, kind, arg):
+    """One line describing why `value` is wrong for `name`, or None."""
+    if kind == "int":
+        lo, hi = arg
+        if not _is_int(value) or not lo <= value <= hi:
+            return "%s must be an integer %d-%d, got %s" % (name, lo, hi, _shown(value))
+    elif kind == "num":
+        lo, hi = arg
+        if not (_is_int(value) or isinstance(value, float)) or not lo <= value <= hi:
+            return "%s must be a number %s-%s, got %s" % (name, lo, hi, _shown(value))
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            return "%s must be True or False, got %s" % (name, _shown(value))
+    elif kind == "choice":
+        if value not in arg:
+            return "%s must be one of %s, got %s" % (name, ", ".join(arg), _shown(value))
+    elif kind == "pin":
+        if not _is_int(value) or value not in FREE_PINS:
+            return "%s must be a free GPIO number (0-22, 26-28), got %s" % (name, _shown(value))
+    elif kind in ("text", "secret", "name"):
+        if not isinstance(value, str):
+            return "%s must be text in quotes, got %s" % (name, _shown(value))
+        if len(value) > arg:
+            return "%s must be at most %d characters, got %d" % (name, arg, len(value))
+        if _bad_text(value):
+            return "%s must not contain control characters or newlines" % name
+        if kind == "name" and not value.strip():
+            return "%s must not be empty" % name
+    elif kind == "host":
+        if not isinstance(value, str) or not value or len(value) > 253:
+            return "%s must be a host name or IP address, got %s" % (name, _shown(value))
+        for c in value:
+            if not (c.isalpha() or c.isdigit() or c in ".-_:"):
+                return "%s must be a host name or IP address, got %s" % (name, _shown(value))
+    elif kind in ("topic", "topic_or_empty"):
+        if not isinstance(value, str):
+            return "%s must be an MQTT topic in quotes, got %s" % (name, _shown(value))
+        if kind == "topic_or_empty" and value == "":
+            return None
+        if not value or len(value) > 200 or _bad_text(value):
+            return "%s must be an MQTT topic of 1-200 printable characters, got %s" % (name, _shown(value))
+        if "+" in value or "#" in value:
+            return "%s must not contain the wildcards + or #, got %s" % (name, _shown(value))
+    return None
+
+
+def _channels(raw, top, errors):
+    """The list of channel dicts (lower-case keys), top-level values filled in."""
+    implicit = raw is None
+    if implicit:
+        raw = [{}]
+    elif not isinstance(raw, (list, tuple)) or not raw or len(raw) > SETTINGS["CHANNELS"][2]:
+        errors.append("CHANNELS must be a list of 1-%d dicts, got %s" % (SETTINGS["CHANNELS"][2], _shown(raw)))
+        return []
+    out = []
+    pins = []
+    names = []
+    for i, spec in enumerate(raw):
+        where = "" if implicit else "CHANNELS[%d]" % i
+        if not isinstance(spec, dict):
+            errors.append("%s must be a dict like {'PIN': 22, 'IMP_PER_KWH': 1000}, got %s" % (where, _shown(spec)))
+            continue
+        for key in spec:
+            if key not in CHANNEL_KEYS:
+                errors.append("%s has unknown key %s (known: %s)" % (where, _shown(key), ", ".join(CHANNEL_KEYS)))
+        ch = {}
+        for key, top_name in CHANNEL_KEYS.items():
+            if top_name is None:
+                continue
+            if key in spec:
+                value = spec[key]
+                _, kind, arg = SETTINGS[top_name]
+                problem = _problem(where + "." + key, value, kind, arg)
+                if problem:
+                    errors.append(problem)
+                    continue
+            else:
+                value = top[top_name]
+            ch[key.lower()] = value
+        name = spec.get("NAME", ch.get("seriesname", "power"))
+        problem = _problem(where + ".NAME", name, "name", 64)
+        if problem:
+            errors.append(problem)
+        ch["name"] = name
+        if ch.get("pin") in pins:
+            errors.append("%s.PIN %s is already used by another channel" % (where, ch.get("pin")))
+        if (ch.get("seriesname"), name) in names:
+            errors.append("%s needs its own SERIESNAME or NAME: %s is already used" % (where, _shown(name)))
+        pins.append(ch.get("pin"))
+        names.append((ch.get("seriesname"), name))
+        _check_width(ch, where + "." if where else "", errors)
+        out.append(ch)
+    return out
+
+
+def _check_width(ch, where, errors):
+    wmin = ch.get("pulse_width_min_ms", 0)
+    wmax = ch.get("pulse_width_max_ms", 0)
+    if wmax and wmin > wmax:
+        errors.append("%sPULSE_WIDTH_MIN_MS (%s) must not exceed PULSE_WIDTH_MAX_MS (%s)" % (where, wmin, wmax))
+    if wmin and not wmax:
+        errors.append("%sPULSE_WIDTH_MIN_MS needs PULSE_WIDTH_MAX_MS too (0 turns the width filter off)" % where)
+
+
+def check(values, required=True):
+    """(settings, errors, warnings) for a dict of user values.
+
+    Settings have lower-case keys plus `channels`; errors and warnings are
+    lists of one-line messages. With `required` False (the host's virtual
+    board) the Wi-Fi and broker names may be missing.
+    """
+    errors = []
+    warnings = []
+    top = {}
+    for name in sorted(SETTINGS):
+        default, kind, arg = SETTINGS[name]
+        if name in values:
+            value = values[name]
+        elif default == REQUIRED and required:
+            errors.append("%s is missing: add %s = ... to lib/secrets.py" % (name, name))
+            continue
+        else:
+            top[name] = None if default == REQUIRED else default
+            continue
+        problem = _problem(name, value, kind, arg)
+        if problem:
+            errors.append(problem)
+        else:
+            top[name] = value
+    for name in values:
+        if name not in SETTINGS and name.isupper() and not name.startswith("_"):
+            warnings.append("%s is not a setting this firmware knows; ignored" % name)
+    for name, (default, _, _) in SETTINGS.items():
+        top.setdefault(name, None if default == REQUIRED else default)
+    channels = _channels(top["CHANNELS"], top, errors)
+    settings = {}
+    for name, value in top.items():
+        settings[name.lower()] = value
+    settings["channels"] = channels
+    if not settings["availability_topic"]:
+        settings["availability_topic"] = "picopower/%s/status" % settings["hostname"]
+    if settings["mqtt_pass"] and not settings["mqtt_user"]:
+        errors.append("MQTT_PASS is set but MQTT_USER is empty")
+    return settings, errors, warnings
+
+
+def from_module(module, required=True):
+    """check() over the upper-case names of a module such as `secrets`."""
+    values = {}
+    for name in dir(module):
+        if name.isupper():
+            values[name] = getattr(module, name)
+    return check(values, required)

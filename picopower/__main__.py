@@ -1,0 +1,5 @@
+import sys
+
+from picopower.cli import main
+
+sys.exit(main())
