@@ -91,6 +91,11 @@ class App:
                          for i, spec in enumerate(settings["channels"])]
         self.link = Link(board, settings, self.mono.now_ms, self.wall, self.outbox,
                          self.channels, self.log)
+        if settings["ha_discovery"]:
+            import discovery
+            device = board.unique_id()
+            self.link.on_connect.append(
+                lambda client: discovery.publish_all(client, settings, self.channels, device))
         self.interval_us = settings["report_interval_s"] * 1000000
         self.readings = 0
         self._wdt = None
