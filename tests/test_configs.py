@@ -1,0 +1,189 @@
+"""`picopower config`: each generated file parsed or run, and checked against the seed."""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import tomllib
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from picopower import cli, configs
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+PASSWD = "/usr/bin/mosquitto_passwd"
+
+
+def _out(capsys, *argv):
+    assert cli.main(["config", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_telegraf_conf_input_block_is_the_seeds_key_for_key_plus_influx_output(capsys):
+    text = _out(capsys, "telegraf", "--broker", "mqtt://192.168.1.10:1884", "--topic", "home/power",
+                "--topic", "home/heatpump", "--db", "energy")
+    conf = tomllib.loads(text)
+    (inp,) = conf["inputs"]["mqtt_consumer"]
+    assert inp == {
+        "servers": ["tcp://192.168.1.10:1884"],
+        "topics": ["home/power", "home/heatpump"],
+        "topic_tag": "",
+        "data_format": "json",
+        "json_name_key": "measurement",
+        "json_time_key": "timestamp",
+        "json_time_format": "unix",
+        "tag_keys": ["host"],
+    }
+    (out,) = conf["outputs"]["influxdb"]
+    assert out["urls"] == ["http://127.0.0.1:8086"] and out["database"] == "energy"
+
+
+def test_telegraf_conf_with_login_never_prints_the_password(capsys):
+    text = _out(capsys, "telegraf", "--broker", "mqtt://board:s3cret@10.0.0.2", "--topic", "home/+")
+    assert "s3cret" not in text
+    (inp,) = tomllib.loads(text)["inputs"]["mqtt_consumer"]
+    assert inp["username"] == "board" and inp["topics"] == ["home/+"]
+
+
+def test_grafana_dashboard_uses_the_seeds_query_and_has_a_daily_energy_panel(capsys):
+    dash = json.loads(_out(capsys, "grafana", "--series", "house"))
+    assert dash["__inputs"][0]["pluginId"] == "influxdb"
+    power, energy = dash["panels"]
+    assert power["targets"][0]["query"] == (
+        'SELECT last("power") FROM "house" WHERE $timeFilter GROUP BY time($interval), "host" ORDER BY time DESC')
+    assert power["targets"][0]["rawQuery"] is True and power["fieldConfig"]["defaults"]["unit"] == "watt"
+    assert 'last("energy")' in energy["targets"][0]["query"] and "time(1d)" in energy["targets"][0]["query"]
+    assert energy["fieldConfig"]["defaults"]["unit"] == "kwatth"
+    assert len({p["id"] for p in dash["panels"]}) == 2 and dash["title"]
+
+
+def test_config_rejects_a_wildcard_data_topic_for_the_acl_with_one_line(capsys):
+    assert cli.main(["config", "acl", "--topic", "home/#"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "wildcards" in err
+
+
+# --- mosquitto.conf, really started ---------------------------------------
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Broker:
+    def __init__(self, conf_text, tmp):
+        self.conf = tmp / "mosquitto.conf"
+        if os.geteuid() == 0:
+            # As root Mosquitto switches to the `mosquitto` user, who cannot read pytest's temp dir.
+            conf_text += "user root\n"
+        self.conf.write_text(conf_text)
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    out = self.proc.communicate()[0].decode(errors="replace")
+                    raise RuntimeError("mosquitto did not start: " + out)
+                time.sleep(0.05)
+
+    @property
+    def port(self):
+        return int(self.conf.read_text().split("listener ")[1].split()[0])
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+def _client(port, user=None, password=None):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    if user:
+        c.username_pw_set(user, password)
+    got = []
+    ready = threading.Event()
+    c.on_connect = lambda cl, ud, fl, rc, pr: (got.append(("connect", rc)), ready.set())
+    c.on_message = lambda cl, ud, msg: got.append((msg.topic, msg.payload.decode()))
+    c.connect("127.0.0.1", port, 10)
+    c.loop_start()
+    assert ready.wait(5)
+    return c, got
+
+
+def _wait_for(pred, timeout=5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.servers
+def test_generated_anonymous_mosquitto_conf_starts_and_carries_a_reading(tmp_path, capsys):
+    port = _free_port()
+    broker = _Broker(_out(capsys, "mosquitto", "--broker", "mqtt://127.0.0.1:%d" % port, "--bind", "127.0.0.1"),
+                     tmp_path)
+    try:
+        sub, got = _client(port)
+        sub.subscribe("home/power", 1)
+        time.sleep(0.2)
+        pub, _ = _client(port)
+        pub.publish("home/power", '{"power": 12.5}', qos=1).wait_for_publish(5)
+        assert _wait_for(lambda: ("home/power", '{"power": 12.5}') in got)
+        for c in (sub, pub):
+            c.disconnect()
+            c.loop_stop()
+    finally:
+        broker.stop()
+
+
+@pytest.mark.servers
+def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_its_topics(tmp_path, capsys):
+    port = _free_port()
+    pw = tmp_path / "passwd"
+    for i, (user, password) in enumerate((("telegraf", "readpw"), ("kitchen", "k1"), ("garage", "g1"))):
+        subprocess.run([PASSWD, "-b"] + (["-c"] if i == 0 else []) + [str(pw), user, password], check=True)
+    acl_path = tmp_path / "acl"
+    acl_path.write_text(_out(capsys, "acl", "--topic", "home/power", "--host", "kitchen", "--host", "garage"))
+    os.chmod(pw, 0o600)
+    os.chmod(acl_path, 0o600)
+    conf = _out(capsys, "mosquitto", "--broker", "mqtt://127.0.0.1:%d" % port, "--bind", "127.0.0.1",
+                "--password-file", str(pw), "--acl", str(acl_path))
+    assert "allow_anonymous false" in conf
+    broker = _Broker(conf, tmp_path)
+    try:
+        anon, got_anon = _client(port)
+        assert got_anon[0][0] == "connect" and got_anon[0][1].is_failure  # not authorised
+        anon.loop_stop()
+        reader, got = _client(port, "telegraf", "readpw")
+        assert not got[0][1].is_failure
+        reader.subscribe("#", 1)
+        time.sleep(0.2)
+        kitchen, _ = _client(port, "kitchen", "k1")
+        for topic, payload in (("home/power", "kitchen reading"), ("picopower/kitchen/status", "online"),
+                               ("picopower/garage/status", "spoofed offline"), ("home/other", "stray")):
+            kitchen.publish(topic, payload, qos=1).wait_for_publish(5)
+        assert _wait_for(lambda: ("picopower/kitchen/status", "online") in got)
+        time.sleep(0.3)
+        received = [m for m in got if m[0] != "connect"]
+        assert ("home/power", "kitchen reading") in received
+        assert all(p not in ("spoofed offline", "stray") for _, p in received)
+        for c in (reader, kitchen):
+            c.disconnect()
+            c.loop_stop()
+    finally:
+        broker.stop()
+
+
+def test_acl_text_names_each_board_and_its_status_topic():
+    text = configs.acl(["a", "b"], "home/power")
+    assert "user a\ntopic write home/power\ntopic write picopower/a/status" in text
+    assert "user b\ntopic write home/power\ntopic write picopower/b/status" in text
