@@ -7,9 +7,10 @@ window [t0, t1] is (E(t1) - E(t0)) / (t1 - t0):
   interpolated between the pulses around it (this is exact for a steady load
   and is why a window is never quantised to whole pulses);
 - past the newest pulse, energy is extrapolated at the last interval's rate
-  until one interval has passed; after that the load must have dropped, and
-  the rate follows the physical bound (one pulse / time since the last pulse)
-  scaled by `TAIL`.
+  until one interval has passed; after that the load must have dropped: the
+  rate follows the physical bound (one pulse / time since the last pulse) up
+  to `KNEE` intervals, which absorbs the ripple of a steady load, and then
+  that bound scaled by `TAIL`, so a switched-off load falls away fast.
 The result is then capped by that bound whenever no pulse arrived in the
 window, and is 0 once no pulse has arrived for `timeout_s`.
 
@@ -19,9 +20,12 @@ Times are integer microseconds on one monotonic timeline (see clock.py), so
 
 from math import log
 
-# Share of the physical bound credited once a pulse is overdue; tuned on the
-# load-profile benchmark (bench/estimators.py).
-TAIL = 0.5
+# How overdue pulses are credited; tuned on the load-profile benchmark
+# (bench/estimators.py): up to KNEE intervals at the physical bound, then
+# TAIL times it.
+KNEE = 1.1
+TAIL = 0.3
+_LOG_KNEE = log(KNEE)
 J_US_PER_KWH = 3.6e12  # joules x microseconds per kWh, as watt-microseconds
 
 
@@ -32,7 +36,9 @@ def _fraction(tau, interval):
     rho = tau / interval
     if rho <= 1.0:
         return rho
-    return 1.0 + TAIL * log(rho)
+    if rho <= KNEE:
+        return 1.0 + log(rho)
+    return 1.0 + _LOG_KNEE + TAIL * log(rho / KNEE)
 
 
 class PowerEstimator:
