@@ -221,7 +221,6 @@ class Mosquitto(_Server):
             "log_type warning",
             "log_type notice",
             "max_queued_messages 100000",
-            "max_inflight_messages 100",
             "listener %d %s" % (self.port, HOST),
         ]
         if os.geteuid() == 0:
