@@ -1,0 +1,72 @@
+"""Ghost-pulse filtering in the interrupt handler (CPython; see also the MicroPython tests)."""
+
+from picopower import firmware  # noqa: F401
+import pulses
+
+
+class Clock:
+    def __init__(self):
+        self.us = 0
+
+    def __call__(self):
+        return self.us & ((1 << 30) - 1)
+
+
+class Pin:
+    def __init__(self, level=1):
+        self.level = level
+
+    def value(self):
+        return self.level
+
+
+def test_min_gap_is_one_pulse_at_max_power_150ms_for_1000_imp_and_24kw():
+    assert pulses.min_gap_us(1000, 24000) == 150000
+    assert pulses.min_gap_us(10000, 24000) == 15000
+
+
+def test_bounce_within_8ms_of_a_pulse_is_rejected_and_real_pulses_all_count():
+    clock = Clock()
+    cap = pulses.PulseCapture(pulses.min_gap_us(1000, 24000), clock=clock)
+    for k in range(100):
+        start = k * 1800000  # 2 kW
+        for offset in (0, 300, 1500, 8000):
+            clock.us = start + offset
+            cap.handler(None)
+    assert cap.count == 100
+    assert cap.rejected == 300
+
+
+def test_width_filter_rejects_a_0_5ms_flicker_and_accepts_30ms_led_pulses():
+    clock = Clock()
+    pin = Pin()
+    cap = pulses.PulseCapture(150000, 10000, 120000, active_level=0, clock=clock)
+    for k in range(50):
+        t = k * 1000000
+        for dt, level in ((0, 0), (30000, 1), (400000, 0), (400500, 1)):
+            clock.us = t + dt
+            pin.level = level
+            cap.handler(pin)
+    assert cap.count == 50
+    assert cap.rejected == 50
+
+
+def test_pulse_times_survive_tick_wraparound_at_2_to_the_30():
+    clock = Clock()
+    cap = pulses.PulseCapture(150000, clock=clock)
+    clock.us = (1 << 30) - 100000
+    cap.handler(None)
+    clock.us = (1 << 30) + 100000  # 200 ms later, after the wrap
+    cap.handler(None)
+    assert cap.count == 2
+
+
+def test_ring_overflow_keeps_the_count_exact_and_reports_lost_ticks():
+    clock = Clock()
+    cap = pulses.PulseCapture(0, size=8, clock=clock)
+    for k in range(20):
+        clock.us = k * 1000
+        cap.handler(None)
+    assert cap.count == 20
+    assert cap.tick_of(11) is None
+    assert cap.tick_of(12) == 12000
