@@ -1,0 +1,125 @@
+"""The whole firmware loop on a virtual Pico: queueing, clock, energy across reboots."""
+
+import json
+import os
+
+from picopower.loads import Profile
+from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, settings_for
+
+START = 1800000000.0
+
+
+class Run:
+    """One virtual board running the firmware, with a recorded broker."""
+
+    def __init__(self, tmp_path, profile, seconds, values=None, imp=1000, phase=0.5):
+        self.settings = settings_for(dict({"MQTT_TOPIC": "home/power", "IMP_PER_KWH": imp}, **(values or {})))
+        times = [int(t * 1e6) for t in profile.pulse_times(imp, seconds, phase)]
+        self.messages = []
+        self.board = VirtualBoard([PulseSource(times)], lambda cid, will: RecordingClient(self._sink),
+                                  str(tmp_path), START)
+        self.app = make_app(self.board, self.settings)
+
+    def _sink(self, topic, payload, retain):
+        if topic == self.settings["mqtt_topic"]:
+            self.messages.append(json.loads(payload))
+
+    def until(self, seconds):
+        while self.board.us < seconds * 1e6:
+            self.app.step()
+            self.board.advance(self.board.us + min(self.app.idle_ms(), 500) * 1000 + 1)
+
+
+def test_ten_minute_wifi_outage_loses_no_reading_and_keeps_original_timestamps(tmp_path):
+    run = Run(tmp_path, Profile.constant(1000), 1800)
+    run.until(300)
+    run.board.wifi_up = False
+    run.until(900)
+    queued = run.app.outbox.size
+    run.board.wifi_up = True
+    run.until(1500)
+    stamps = [m["timestamp"] for m in run.messages]
+    assert queued >= 55
+    assert stamps == sorted(stamps)
+    gaps = {b - a for a, b in zip(stamps, stamps[1:])}
+    assert gaps == {10}
+    assert len(stamps) == run.app.readings - run.app.outbox.size
+    assert all(abs(m["power"] - 1000) < 1 for m in run.messages[1:])
+
+
+def test_readings_before_the_first_ntp_answer_are_stamped_when_it_comes(tmp_path):
+    run = Run(tmp_path, Profile.constant(500), 900)
+    run.board.ntp_up = False
+    run.until(240)
+    assert run.messages == []
+    assert run.app.outbox.size >= 23
+    run.board.ntp_up = True
+    run.until(400)
+    first = run.messages[0]["timestamp"]
+    assert abs(first - (START + 10)) <= 1
+    assert [m["timestamp"] - first for m in run.messages[:24]] == list(range(0, 240, 10))
+
+
+def test_energy_total_survives_a_power_cut_losing_at_most_one_persist_interval(tmp_path):
+    profile = Profile.constant(3600)  # one pulse a second at 1000 imp/kWh
+    run = Run(tmp_path, profile, 1000, {"PERSIST_INTERVAL_S": 60})
+    run.until(630)
+    before_cut = run.app.channels[0].total()
+    # Power cut: a new board on the same flash, the meter keeps counting.
+    run2 = Run(tmp_path, profile, 400, {"PERSIST_INTERVAL_S": 60})
+    stored = run2.app.channels[0].store.base
+    assert before_cut - 60 <= stored <= before_cut
+    run2.until(100)
+    last = run2.messages[-1]
+    # Exact in pulses: one per second since the reboot, on top of the stored total.
+    assert abs((last["pulses"] - stored) - (last["timestamp"] - START)) <= 1
+    assert last["timestamp"] - START >= 80
+
+
+def test_a_full_disk_is_logged_and_counting_goes_on(tmp_path):
+    run = Run(tmp_path, Profile.constant(3600), 400, {"PERSIST_INTERVAL_S": 60})
+    os.chmod(tmp_path, 0o500)
+    try:
+        if os.access(tmp_path, os.W_OK):  # root ignores permissions: fail the write instead
+            run.app.channels[0].store.path = str(tmp_path / "missing-dir" / "energy.dat")
+        run.until(200)
+    finally:
+        os.chmod(tmp_path, 0o700)
+    assert run.app.channels[0].store.failures >= 2
+    assert any("cannot save total" in line for line in run.board.logs)
+    last = run.messages[-1]
+    assert abs(last["pulses"] - (last["timestamp"] - START)) <= 1
+    assert last["timestamp"] - START >= 180
+
+
+def test_meter_constant_change_converts_the_stored_total(tmp_path):
+    run = Run(tmp_path, Profile.constant(3600), 300, {"PERSIST_INTERVAL_S": 60})
+    run.until(130)
+    saved = run.app.channels[0].store.saved
+    run2 = Run(tmp_path, Profile.constant(0), 10, {"PERSIST_INTERVAL_S": 60}, imp=2000)
+    assert run2.app.channels[0].store.base == saved * 2
+
+
+def test_seed_message_has_exactly_the_seed_keys_plus_numeric_energy_fields(tmp_path):
+    run = Run(tmp_path, Profile.constant(750), 120, {"HOSTNAME": "pico1", "SERIESNAME": "house"})
+    run.until(100)
+    m = run.messages[-1]
+    assert list(m)[:4] == ["power", "timestamp", "measurement", "host"]
+    assert isinstance(m["power"], float) and isinstance(m["timestamp"], int)
+    assert (m["measurement"], m["host"]) == ("house", "pico1")
+    assert isinstance(m["energy"], float) and isinstance(m["pulses"], int)
+    assert abs(m["power"] - 750) < 0.5
+
+
+def test_broker_outage_goes_offline_with_backoff_and_logs_one_line_reasons(tmp_path):
+    run = Run(tmp_path, Profile.constant(500), 600)
+
+    def refuse(cid, will):
+        raise OSError("ECONNREFUSED")
+
+    run.board.mqtt_factory = refuse
+    run.until(200)
+    fails = [line for line in run.board.logs if "broker" in line and "retrying" in line]
+    assert 4 <= len(fails) <= 10  # 1, 2, 4, 8, 16, 32, 60 s apart
+    assert run.app.link.state == "OFFLINE"
+    assert run.messages == []
