@@ -80,12 +80,14 @@ class Bridge:
         self._worker = None
         self._client = None
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._connack = None
         self._sink_down = False
         self._retry_at = 0.0
         self._backoff = retry_s
         self._last_stats = time.monotonic()
         self._log_budget = (time.monotonic(), 0)
+        self._suback_failure = ""
         self.error = None  # a fatal error in the worker, if any
 
     # -- public ---------------------------------------------------------------------------
@@ -107,6 +109,7 @@ class Bridge:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self._client = c
         self._accepting = True
         self._worker = threading.Thread(target=self._run, name="bridge-worker", daemon=True)
@@ -123,6 +126,14 @@ class Bridge:
         if self._connack is not None and self._connack.is_failure:
             self._abort()
             raise BridgeError("broker %s refused the connection: %s" % (self.url.safe, self._connack))
+        if not self._subscribed.wait(self.CONNECT_TIMEOUT_S):
+            self._abort()
+            raise BridgeError("broker %s did not confirm the subscription in %.0f s"
+                              % (self.url.safe, self.CONNECT_TIMEOUT_S))
+        if self._suback_failure:
+            self._abort()
+            raise BridgeError("broker %s refused the subscription to %s: %s"
+                              % (self.url.safe, ",".join(self.topics), self._suback_failure))
         log.info("bridge %s -> %s, topics %s, client id %s", self.url.safe, self.sink.describe(),
                  ",".join(self.topics), self.client_id)
         return self
@@ -196,6 +207,11 @@ class Bridge:
             log.info("connected to %s (session present: %s)", self.url.safe,
                      getattr(flags, "session_present", "?"))
         self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, props):
+        bad = [str(rc) for rc in reason_codes if rc.is_failure]
+        self._suback_failure = ", ".join(bad)
+        self._subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
         if self._accepting:
