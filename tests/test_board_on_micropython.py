@@ -11,7 +11,6 @@ import pytest
 
 from picopower import firmware  # noqa: F401
 from picopower.loads import Profile
-import power
 import pulses
 
 from tests import mpy
@@ -121,37 +120,32 @@ def test_real_ticks_handler_keeps_heap_unchanged_over_10000_calls():
     assert out["after"] == out["before"]
 
 
-def test_estimator_gives_the_same_watts_on_micropython_as_on_cpython():
+ESTIMATE = """
+import json
+from power import PowerEstimator
+est = PowerEstimator(1000, 300)
+est.start(0)
+out = []
+i = 0
+for k in range(1, 301):
+    t1 = k * 10000000
+    while i < len(times) and times[i] <= t1:
+        est.pulse(times[i])
+        i += 1
+    out.append(est.close(t1))
+print(json.dumps(out))
+"""
+
+
+def test_estimator_gives_the_same_watts_on_micropython_as_on_cpython(capsys):
     profile = Profile([(0, 35), (600, 2200), (780, 35), (1500, 120), (2400, 35)])
     times = [int(t * 1e6) for t in profile.pulse_times(1000, 3000)]
-    est = power.PowerEstimator(1000, 300)
-    est.start(0)
-    expected = []
-    i = 0
-    for k in range(1, 301):
-        t1 = k * 10000000
-        while i < len(times) and times[i] <= t1:
-            est.pulse(times[i])
-            i += 1
-        expected.append(est.close(t1))
-    got = mpy.run_json("""
-        import json
-        from power import PowerEstimator
-        times = %s
-        est = PowerEstimator(1000, 300)
-        est.start(0)
-        out = []
-        i = 0
-        for k in range(1, 301):
-            t1 = k * 10000000
-            while i < len(times) and times[i] <= t1:
-                est.pulse(times[i])
-                i += 1
-            out.append(est.close(t1))
-        print(json.dumps(out))
-    """ % json.dumps(times))[0]
-    assert len(got) == 300
+    exec(ESTIMATE, {"times": times})
+    expected = json.loads(capsys.readouterr().out)
+    got = mpy.run_json("times = %s\n" % json.dumps(times) + ESTIMATE)[0]
+    assert len(got) == len(expected) == 300
     assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-6
+    assert max(got) > 2000
 
 
 def test_min_gap_for_1000_imp_and_24_kw_is_150_ms_on_both_interpreters():
