@@ -123,3 +123,13 @@ def test_broker_outage_goes_offline_with_backoff_and_logs_one_line_reasons(tmp_p
     assert 4 <= len(fails) <= 10  # 1, 2, 4, 8, 16, 32, 60 s apart
     assert run.app.link.state == "OFFLINE"
     assert run.messages == []
+
+
+def test_hourly_ntp_resync_keeps_the_broker_connection_up(tmp_path):
+    run = Run(tmp_path, Profile.constant(400), 4000, {"NTP_INTERVAL_S": 600})
+    connects = []
+    factory = run.board.mqtt_factory
+    run.board.mqtt_factory = lambda cid, will: connects.append(cid) or factory(cid, will)
+    run.until(3000)
+    assert run.app.wall.syncs >= 5
+    assert len(connects) == 1

@@ -147,9 +147,12 @@ class Link:
             self._go("WIFI")
             return
         if now >= self._next_ntp:
-            self._drop_client()
-            self._go("CLOCK")
-            return
+            # Resync in place: the broker connection stays up.
+            try:
+                self._sync(now)
+            except (OSError, ValueError) as e:
+                self.log("clock: resync failed (%s); keeping the old time" % e)
+                self._next_ntp = now + BACKOFF_MAX_MS
         try:
             start = self.mono_ms()
             totals = [ch.total() for ch in self.channels]
