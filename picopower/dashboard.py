@@ -19,8 +19,12 @@ STALE_S = 60
 
 
 def sparkline(values, width=24):
-    """The last `width` values as block characters, scaled to their own min..max."""
-    vals = [v for v in values if v is not None][-width:]
+    """Values as `width` block characters (bucket means), scaled to their own min..max."""
+    vals = [v for v in values if v is not None]
+    if len(vals) > width:
+        n = len(vals)
+        vals = [sum(vals[i * n // width:(i + 1) * n // width]) / ((i + 1) * n // width - i * n // width)
+                for i in range(width)]
     if not vals:
         return ""
     lo, hi = min(vals), max(vals)
