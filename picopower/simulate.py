@@ -1,0 +1,596 @@
+"""Virtual Pico Ws against a real MQTT broker: the engine of `picopower simulate`.
+
+Each `Meter` is the firmware's own `App` (board/lib/app.py) on a
+`VirtualBoard`: a virtual clock, meter pulses fired into the real interrupt
+handler at the exact instants a load profile makes (`loads.Profile`), and an
+MQTT client that speaks to a real broker. `Simulation` runs any number of them
+in one thread: a heap of boards ordered by their next wake-up on one virtual
+timeline, paced against the wall clock at `speed` (1 = real time, 0 = as fast
+as possible).
+
+The network is driven by hand, not by paho's `loop_start()` (a thread per
+client): every connection's socket sits in one selector, read when it has
+data, and its keepalive is serviced about once a wall second. `publish()` is
+synchronous like the board's umqtt (it returns once the broker's PUBACK is
+in, else raises `OSError`), so the firmware's outbox, backoff and
+queue-while-offline run exactly as on the board.
+
+Limits: one process, one thread. A QoS 1 publish is one loopback round trip
+(~0.1 ms), so a burst of N queued readings costs N round trips; a broker
+that accepts TCP but never answers holds the whole simulation for the 5 s
+timeout of each connect or publish.
+"""
+
+import heapq
+import math
+import os
+import select
+import selectors
+import shutil
+import ssl
+import tempfile
+import time
+
+from picopower.loads import J_PER_KWH, Profile, household_day
+from picopower.urls import parse_broker
+from picopower.virtual import PulseSource, VirtualBoard, make_app, settings_for
+
+TIMEOUT_S = 5.0
+ONLINE_STEP_MS = 5000   # longest sleep of an online board with nothing queued (< 8.9 min tick wrap)
+BUSY_STEP_MS = 1000     # longest sleep of a board that is connecting, offline or has readings queued
+GOLDEN = 0.6180339887498949
+
+
+def pulse_us(profile, imp_per_kwh, phase=0.5, end_s=None):
+    """Pulse instants in µs from the profile's first step, lazily.
+
+    The same arithmetic as `Profile.pulse_times` (tests check they agree), as
+    a generator, so a fleet of boards running for days holds no pulse lists.
+    """
+    e = J_PER_KWH / imp_per_kwh
+    times, watts, cum = profile.times, profile.watts, profile._cum
+    t0 = times[0]
+    n = len(times)
+    i = 0
+    k = 1
+    target = e * (k - phase)
+    while True:
+        while i + 1 < n and cum[i + 1] < target:
+            i += 1
+        w = watts[i]
+        if (i + 1 < n and cum[i + 1] >= target) or w > 0:
+            t = times[i] + (target - cum[i]) / w
+        else:
+            return
+        if end_s is not None and t > end_s:
+            return
+        yield int(round((t - t0) * 1e6))
+        k += 1
+        target = e * (k - phase)
+
+
+class Net:
+    """One selector over the sockets of all the simulation's paho clients."""
+
+    MISC_EVERY_S = 1.0
+
+    def __init__(self):
+        self.sel = selectors.DefaultSelector()
+        self.clients = set()
+        self._next_misc = 0.0
+
+    def add(self, client):
+        self.clients.add(client)
+
+    def discard(self, client):
+        self.clients.discard(client)
+
+    def register(self, sock, client):
+        try:
+            self.sel.register(sock, selectors.EVENT_READ, client)
+        except (KeyError, ValueError):
+            pass
+
+    def unregister(self, sock):
+        try:
+            self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def poll(self, timeout=0.0):
+        """Read whatever arrived (PINGRESP, a closed socket...) and keep every
+        connection alive; waits at most `timeout` seconds for traffic."""
+        if self.sel.get_map():
+            for key, _ in self.sel.select(max(0.0, timeout)):
+                key.data.c.loop_read()
+        elif timeout > 0:
+            time.sleep(timeout)
+        now = time.monotonic()
+        if now >= self._next_misc:
+            self._next_misc = now + self.MISC_EVERY_S
+            for client in list(self.clients):
+                client.c.loop_misc()
+                if client.c.want_write():
+                    client.c.loop_write()
+
+
+class FleetClient:
+    """The board's MQTT interface (connect, publish, ping, close) over a paho
+    client driven by hand: no thread, the socket in the shared `Net`."""
+
+    def __init__(self, net, url, client_id, will_topic, keepalive=60, on_publish=None):
+        import paho.mqtt.client as mqtt
+        self.net = net
+        self.url = url
+        self.on_publish = on_publish
+        self.keepalive = keepalive
+        self.connected = False
+        self._rc = None
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        c.connect_timeout = TIMEOUT_S
+        if url.username:
+            c.username_pw_set(url.username, url.password)
+        if url.tls:
+            c.tls_set(ca_certs=url.ca_file or None,
+                      cert_reqs=ssl.CERT_REQUIRED if url.ca_file else ssl.CERT_NONE)
+            if not url.ca_file:
+                c.tls_insecure_set(True)
+        c.will_set(will_topic, b"offline", qos=1, retain=True)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_socket_open = lambda client, userdata, sock: net.register(sock, self)
+        c.on_socket_close = lambda client, userdata, sock: net.unregister(sock)
+        self.c = c
+
+    def _on_connect(self, client, userdata, flags, reason, props):
+        self._rc = reason
+        self.connected = not reason.is_failure
+
+    def _on_disconnect(self, client, userdata, flags, reason, props):
+        self.connected = False
+
+    def _wait(self, done, what):
+        """Service this client's socket until done() or the timeout."""
+        deadline = time.monotonic() + TIMEOUT_S
+        while not done():
+            sock = self.c.socket()
+            if sock is None:
+                raise OSError("connection to %s lost while %s" % (self.url.safe, what))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OSError("no answer from %s in %.0f s while %s" % (self.url.safe, TIMEOUT_S, what))
+            if self.c.want_write():
+                self.c.loop_write()
+            pending = sock.pending() if hasattr(sock, "pending") else 0
+            if pending or _readable(sock, left):
+                rc = self.c.loop_read()
+                if rc != 0 and not done():
+                    raise OSError("connection to %s lost while %s (%s)" % (self.url.safe, what, rc))
+
+    def connect(self):
+        self.net.add(self)
+        try:
+            self.c.connect(self.url.host, self.url.port, keepalive=self.keepalive)
+            self._wait(lambda: self._rc is not None, "connecting")
+        except (OSError, ValueError, ssl.SSLError) as e:
+            self.close()
+            raise OSError("cannot reach %s: %s" % (self.url.safe, _why(e))) from None
+        if self._rc.is_failure:
+            self.close()
+            raise OSError("%s refused the connection: %s" % (self.url.safe, self._rc))
+
+    def publish(self, topic, payload, retain=False, qos=1):
+        if not self.connected:
+            raise OSError("not connected to %s" % self.url.safe)
+        info = self.c.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != 0:
+            raise OSError("publish to %s failed: %s" % (self.url.safe, info.rc))
+        try:
+            self._wait(info.is_published, "waiting for PUBACK")
+        except (ValueError, RuntimeError, ssl.SSLError) as e:
+            raise OSError("publish to %s failed: %s" % (self.url.safe, e)) from None
+        if self.on_publish is not None:
+            self.on_publish(topic, payload)
+
+    def ping(self):
+        pass  # Net.poll runs paho's keepalive for every connection
+
+    def close(self):
+        self.net.discard(self)
+        try:
+            if self.connected:
+                self.c.disconnect()
+        except Exception:
+            pass
+        sock = self.c.socket()
+        if sock is not None:
+            self.net.unregister(sock)
+        try:
+            self.c._sock_close()  # paho's disconnect() only queues the packet
+        except Exception:
+            pass
+        self.connected = False
+
+
+def _readable(sock, timeout):
+    p = select.poll()  # not select.select: a fleet's sockets go past fd 1024
+    p.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(p.poll(int(min(timeout, 0.5) * 1000) + 1))
+
+
+def _why(e):
+    text = str(e) or e.__class__.__name__
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    return text
+
+
+class Reading:
+    """A reading as the firmware took it: host, unix s, watts, pulse total."""
+
+    __slots__ = ("host", "ts", "watts", "pulses", "local_s")
+
+    def __init__(self, host, ts, watts, pulses, local_s):
+        self.host = host
+        self.ts = ts
+        self.watts = watts
+        self.pulses = pulses
+        self.local_s = local_s
+
+    def __repr__(self):
+        return "Reading(%s, %d, %.1f W, %d pulses)" % (self.host, self.ts, self.watts, self.pulses)
+
+
+class Meter:
+    """One virtual board: its profile, VirtualBoard, App and what it took and sent.
+
+    `offset_s` is when it boots on the simulation's timeline; its own clock
+    (`board.us`) starts at 0 there and the profile's first step is at its boot.
+    """
+
+    def __init__(self, sim, index, host, profile, phase, offset_s, settings, data_dir):
+        self.index = index
+        self.host = host
+        self.profile = profile
+        self.phase = phase
+        self.offset_us = int(round(offset_s * 1e6))
+        self.taken = []
+        self.published = []
+        self.settings = settings
+        pulses = PulseSource(pulse_us(profile, settings["imp_per_kwh"], phase))
+        self.board = VirtualBoard([pulses], self._client, data_dir,
+                                  sim.start_unix_s + offset_s, board_id=str(index + 1), log=sim._board_log)
+        self._sim = sim
+        self.app = make_app(self.board, settings)
+        self.base_pulses = self.app.channels[0].store.base
+        self._wrap_outbox()
+
+    def _client(self, client_id, will_topic):
+        sim = self._sim
+        return FleetClient(sim.net, sim.url, client_id, will_topic, self.settings["mqtt_keepalive"],
+                           on_publish=self._published)
+
+    def _published(self, topic, payload):
+        if topic != self.settings["mqtt_topic"]:
+            return
+        text = payload if isinstance(payload, str) else bytes(payload).decode()
+        self.published.append(text)
+        self._sim._on_data(self, text)
+
+    def _wrap_outbox(self):
+        outbox = self.app.outbox
+        push = outbox.push
+        start_ms = self.board.start_unix_ms
+
+        def recorded(channel, mono_ms, watts, pulses):
+            self.taken.append(Reading(self.host, (start_ms + mono_ms) // 1000, watts, pulses, mono_ms / 1000.0))
+            push(channel, mono_ms, watts, pulses)
+
+        outbox.push = recorded
+
+    @property
+    def now_us(self):
+        """The simulation time this board has reached."""
+        return self.offset_us + self.board.us
+
+    def next_wake_us(self):
+        app = self.app
+        idle = app.idle_ms()
+        busy = app.link.state != "ONLINE" or app.outbox.size
+        cap = BUSY_STEP_MS if busy else ONLINE_STEP_MS
+        # Rounded up to the next ms: a report is closed at most 1 ms late, never
+        # approached in 1 µs steps.
+        return self.now_us + ((idle if idle < cap else cap) + 1) * 1000
+
+    def step(self, until_us):
+        """Run the board's clock to `until_us` (simulation time), then one loop pass."""
+        self.board.advance(until_us - self.offset_us)
+        self.app.step()
+
+    # --- figures ---------------------------------------------------------------
+    @property
+    def imp(self):
+        return self.settings["imp_per_kwh"]
+
+    def pulses(self):
+        """Pulses the firmware counted in this run."""
+        return self.app.channels[0].total() - self.base_pulses
+
+    def energy_kwh(self):
+        """The firmware's energy total (as in its messages)."""
+        return self.app.channels[0].total() / self.imp
+
+    def run_kwh(self):
+        """The firmware's count for this run, in kWh."""
+        return self.pulses() / self.imp
+
+    def true_kwh(self, local_s=None):
+        """Ground truth: the profile's energy from boot to `local_s` (default now)."""
+        if local_s is None:
+            local_s = self.board.us / 1e6
+        return self.profile.energy_to(self.profile.times[0] + local_s) / J_PER_KWH
+
+    @property
+    def readings(self):
+        return self.app.readings
+
+    @property
+    def sent(self):
+        return self.app.link.published
+
+    @property
+    def queued(self):
+        return self.app.outbox.size
+
+
+class Simulation:
+    """N virtual boards on one virtual timeline against a real broker.
+
+        sim = Simulation("mqtt://127.0.0.1:1883", "power/house", profile=Profile.constant(1200),
+                         meters=3, speed=0)
+        sim.run(120)                 # two virtual minutes
+        sim.meters[0].board.wifi_up = False
+        sim.run(300); sim.drain(); sim.close()
+
+    `profile` is one Profile for every board or a callable index -> Profile
+    (default: a household day, a different one per board). Boards boot spread
+    over the first report interval and start mid-pulse at different phases,
+    so a fleet does not publish in lockstep. Timestamps are virtual unix times
+    from `start_unix_s` (default: now).
+    """
+
+    def __init__(self, broker, topic, profile=None, meters=1, host="picopower", series="power",
+                 imp_per_kwh=1000, interval_s=10, speed=1.0, start_unix_s=None, data_dir=None,
+                 ca_file="", extra=None, stagger=True, log=None, on_data=None):
+        self.url = parse_broker(broker, ca_file) if isinstance(broker, str) else broker
+        if meters < 1:
+            raise ValueError("--meters must be at least 1, got %d" % meters)
+        if not speed >= 0:
+            raise ValueError("--speed must be 0 (as fast as possible) or a positive number, got %r" % speed)
+        self.speed = speed if math.isfinite(speed) else 0
+        self.start_unix_s = round(time.time() if start_unix_s is None else start_unix_s, 3)
+        self.net = Net()
+        self.on_data = on_data
+        self._log = log
+        self.first_error = None
+        self.ever_connected = False
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="picopower-sim-")
+        self.meters = []
+        self.now_us = 0
+        self._wall0 = None
+        self._virt0 = 0
+        if profile is None:
+            profile = lambda i: household_day(seed=i + 1)  # noqa: E731
+        for i in range(meters):
+            prof = profile(i) if callable(profile) else profile
+            name = host if meters == 1 else "%s-%d" % (host, i + 1)
+            peak = max(prof.watts)
+            values = {"MQTT_TOPIC": topic, "HOSTNAME": name, "SERIESNAME": series,
+                      "IMP_PER_KWH": imp_per_kwh, "REPORT_INTERVAL_S": interval_s,
+                      "MQTT_SERVER": self.url.host, "MQTT_PORT": self.url.port,
+                      "MQTT_USER": self.url.username, "MQTT_PASS": self.url.password,
+                      "MQTT_TLS": self.url.tls, "MQTT_CLIENT_ID": _client_id(name),
+                      "MAX_POWER_W": max(24000, min(1000000, int(math.ceil(peak * 1.25))))}
+            values.update(extra or {})
+            settings = settings_for(values)
+            phase = 0.5 if meters == 1 else (0.5 + i * GOLDEN) % 1.0
+            offset = (interval_s * i / meters) if stagger else 0.0
+            self.meters.append(Meter(self, i, name, prof, phase, offset, settings,
+                                     os.path.join(self.data_dir, name)))
+        self._heap = [(m.offset_us, m.index) for m in self.meters]
+        heapq.heapify(self._heap)
+
+    # --- hooks -----------------------------------------------------------------
+    def _board_log(self, board_id, line):
+        if self._log:
+            self._log(board_id, line)
+
+    def _on_data(self, meter, payload):
+        self.ever_connected = True
+        if self.on_data is not None:
+            self.on_data(meter, payload)
+
+    # --- running ---------------------------------------------------------------
+    @property
+    def now_s(self):
+        return self.now_us / 1e6
+
+    def _pace(self, t_us):
+        """Wait (servicing the network) until the wall clock allows virtual `t_us`."""
+        if self._wall0 is None:
+            self._wall0 = time.monotonic()
+            self._virt0 = t_us
+        if self.speed <= 0:
+            self.net.poll(0)
+            return
+        due = self._wall0 + (t_us - self._virt0) / 1e6 / self.speed
+        while True:
+            left = due - time.monotonic()
+            self.net.poll(min(left, 0.05) if left > 0 else 0)
+            if left <= 0:
+                return
+
+    def step(self):
+        """Wake the board due next: move its clock there and run one loop pass."""
+        t, i = self._heap[0]
+        m = self.meters[i]
+        self._pace(t)
+        self.now_us = max(self.now_us, t)
+        state = m.app.link.state
+        m.step(t)
+        after = m.app.link.state
+        if after == "ONLINE" and state != "ONLINE":
+            self.ever_connected = True
+        elif after == "OFFLINE" and state == "BROKER" and self.first_error is None:
+            self.first_error = _last_failure(m.board.logs)
+        heapq.heapreplace(self._heap, (m.next_wake_us(), i))
+
+    def run(self, until_s=None, wall_s=None, progress=None, every_s=1.0):
+        """Run the virtual timeline to `until_s` seconds (None: forever), or for at
+        most `wall_s` wall seconds; `progress(sim)` is called about every `every_s`."""
+        # A report due exactly at `until_s` is included (boards wake rounded up to the ms).
+        until_us = None if until_s is None else int(round(until_s * 1e6)) + 1000
+        wall_end = None if wall_s is None else time.monotonic() + wall_s
+        next_progress = time.monotonic() + every_s
+        checks = 0
+        while until_us is None or self._heap[0][0] <= until_us:
+            self.step()
+            checks += 1
+            if checks & 63 == 0 or self.speed > 0:
+                now = time.monotonic()
+                if progress is not None and now >= next_progress:
+                    next_progress = now + every_s
+                    progress(self)
+                if wall_end is not None and now >= wall_end:
+                    return False
+        if until_us is not None:
+            until_us -= 1000
+            if until_us > self.now_us:
+                self._pace(until_us)
+                self.now_us = until_us
+            for m in self.meters:  # every board's clock (and its meter's pulses) up to now
+                if m.now_us < self.now_us:
+                    m.board.advance(self.now_us - m.offset_us)
+        return True
+
+    def drain(self, max_s=300, wall_s=30.0, progress=None):
+        """Keep running, as fast as possible, until every board's queue is empty
+        (at most `max_s` more virtual seconds or `wall_s` wall seconds).
+        Returns True when nothing is left queued."""
+        speed, self.speed = self.speed, 0
+        self._wall0 = None
+        try:
+            end_us = self.now_us + int(max_s * 1e6)
+            wall_end = time.monotonic() + wall_s
+            next_progress = time.monotonic() + 1.0
+            while self.queued():
+                if self._heap[0][0] > end_us or time.monotonic() > wall_end:
+                    return False
+                self.step()
+                if progress is not None and time.monotonic() >= next_progress:
+                    next_progress = time.monotonic() + 1.0
+                    progress(self)
+            return True
+        finally:
+            self.speed = speed
+            self._wall0 = None
+
+    def close(self, say_offline=True):
+        """Disconnect every board (publishing its retained 'offline' as its last
+        will would) and remove the temporary data directory."""
+        for m in self.meters:
+            client = m.app.link.client
+            if client is None:
+                continue
+            if say_offline and getattr(client, "connected", False):
+                try:
+                    client.publish(m.settings["availability_topic"], b"offline", True, 1)
+                except OSError:
+                    pass
+            client.close()
+            m.app.link.client = None
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- figures ---------------------------------------------------------------
+    def readings(self):
+        return sum(m.app.readings for m in self.meters)
+
+    def published(self):
+        return sum(m.app.link.published for m in self.meters)
+
+    def queued(self):
+        return sum(m.app.outbox.size for m in self.meters)
+
+    def dropped(self):
+        return sum(m.app.outbox.dropped for m in self.meters)
+
+    def online(self):
+        return sum(1 for m in self.meters if m.app.link.state == "ONLINE")
+
+    def taken(self):
+        """Every reading taken so far, all boards."""
+        return [r for m in self.meters for r in m.taken]
+
+
+def _client_id(host):
+    keep = "".join(c if (c.isalnum() or c in "-_") else "_" for c in host)
+    return ("picopower-sim-" + keep)[:64]
+
+
+def _last_failure(logs):
+    for line in reversed(logs[-5:]):
+        parts = line.split(" ", 1)
+        if len(parts) == 2 and parts[1].startswith("broker "):
+            text = parts[1].split("; retrying", 1)[0]
+            return text.split(": ", 1)[1] if ": " in text else text
+    return None
+
+
+def format_clock(seconds):
+    seconds = int(seconds)
+    d, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return ("%dd " % d if d else "") + "%02d:%02d:%02d" % (h, m, s)
+
+
+def progress_line(sim):
+    return "virtual %s  readings %d  published %d  queued %d  online %d/%d" % (
+        format_clock(sim.now_s), sim.readings(), sim.published(), sim.queued(), sim.online(), len(sim.meters))
+
+
+def summary_lines(sim, limit=10):
+    out = ["simulated %s on %d board%s: %d readings taken, %d published, %d still queued, %d dropped" % (
+        format_clock(sim.now_s), len(sim.meters), "" if len(sim.meters) == 1 else "s",
+        sim.readings(), sim.published(), sim.queued(), sim.dropped())]
+    shown = sim.meters if len(sim.meters) <= limit else sim.meters[:limit]
+    for m in shown:
+        out.append("  %-20s %10.3f kWh counted (profile %.3f kWh), total %.3f kWh, %d readings, %d published" % (
+            m.host, m.run_kwh(), m.true_kwh(), m.energy_kwh(), m.readings, m.sent))
+    if len(shown) < len(sim.meters):
+        counted = sum(m.run_kwh() for m in sim.meters)
+        true = sum(m.true_kwh() for m in sim.meters)
+        out.append("  ... %d more; all boards: %.3f kWh counted (profile %.3f kWh)" % (
+            len(sim.meters) - len(shown), counted, true))
+    return out
+
+
+def load_profile(watts=None, path=None):
+    """The profile for the command's flags (None: a household day per board)."""
+    if watts is not None and path is not None:
+        raise ValueError("give --watts or --profile, not both")
+    if watts is not None:
+        if not math.isfinite(watts) or watts < 0:
+            raise ValueError("--watts must be a number >= 0, got %r" % watts)
+        return Profile.constant(watts)
+    if path is not None:
+        return Profile.from_file(path)
+    return None
