@@ -73,8 +73,8 @@ def status_lines(demo, colour=False):
     pace = c["virtual_s"] / wall if wall > 0 else 0.0
     return ["virtual clock %s  (x%.0f asked, x%.0f achieved)" % (
                 datetime.fromtimestamp(t).strftime("%a %H:%M:%S"), demo.speed, pace),
-            "boards: %d readings, %d published, %d queued   broker: %d messages seen   "
-            "SQLite %s: %d stored, %d rejected" % (c["readings"], c["published"], c["queued"], c["seen"],
+            "boards: %d readings, %d published, %d queued | broker: %d messages | "
+            "%s: %d stored, %d rejected" % (c["readings"], c["published"], c["queued"], c["seen"],
                                                   os.path.basename(demo.db), c["written"], c["rejected"])]
 
 
