@@ -163,6 +163,8 @@ class Link:
                 self.client.publish(self.s["mqtt_topic"], payload, False, 1)
                 self.outbox.pop()
                 self.published += 1
+                if self.published == 1:
+                    self.log("publish: first reading on '%s'" % self.s["mqtt_topic"])
                 self._last_tx = now
                 feed()
             if now - self._last_tx >= self.s["mqtt_keepalive"] * 500:
