@@ -416,26 +416,42 @@ class Simulation:
     def now_s(self):
         return self.now_us / 1e6
 
-    def _pace(self, t_us):
-        """Wait (servicing the network) until the wall clock allows virtual `t_us`."""
+    def _pace(self, t_us, wall_end=None, tick=None):
+        """Wait, servicing the network, until the wall clock allows virtual `t_us`.
+        Returns False if `wall_end` (monotonic s) comes first. `tick()` is called
+        while waiting, at most every 50 ms."""
         if self._wall0 is None:
             self._wall0 = time.monotonic()
-            self._virt0 = t_us
+            self._virt0 = self.now_us
         if self.speed <= 0:
             self.net.poll(0)
-            return
+            return True
         due = self._wall0 + (t_us - self._virt0) / 1e6 / self.speed
         while True:
-            left = due - time.monotonic()
-            self.net.poll(min(left, 0.05) if left > 0 else 0)
+            now = time.monotonic()
+            left = due - now
             if left <= 0:
-                return
+                self.net.poll(0)
+                return True
+            if wall_end is not None and now >= wall_end:
+                return False
+            # the virtual clock shown while waiting moves with the wall clock
+            self.now_us = max(self.now_us, min(t_us, self._virt0 + int((now - self._wall0) * self.speed * 1e6)))
+            if tick is not None:
+                tick()
+            wait = min(left, 0.05)
+            if wall_end is not None:
+                wait = min(wait, max(0.0, wall_end - now))
+            self.net.poll(wait)
 
     def step(self):
-        """Wake the board due next: move its clock there and run one loop pass."""
+        """Wake the board due next (after pacing): move its clock there, one loop pass."""
+        self._pace(self._heap[0][0])
+        self._step_due()
+
+    def _step_due(self):
         t, i = self._heap[0]
         m = self.meters[i]
-        self._pace(t)
         self.now_us = max(self.now_us, t)
         state = m.app.link.state
         m.step(t)
@@ -447,27 +463,34 @@ class Simulation:
         heapq.heapreplace(self._heap, (m.next_wake_us(), i))
 
     def run(self, until_s=None, wall_s=None, progress=None, every_s=1.0):
-        """Run the virtual timeline to `until_s` seconds (None: forever), or for at
-        most `wall_s` wall seconds; `progress(sim)` is called about every `every_s`."""
+        """Run the virtual timeline to `until_s` seconds (None: forever); returns
+        False if `wall_s` wall seconds ran out first. `progress(sim)` is called
+        about every `every_s` wall seconds."""
         # A report due exactly at `until_s` is included (boards wake rounded up to the ms).
         until_us = None if until_s is None else int(round(until_s * 1e6)) + 1000
         wall_end = None if wall_s is None else time.monotonic() + wall_s
-        next_progress = time.monotonic() + every_s
+        next_progress = [time.monotonic() + every_s]
+
+        def tick():
+            now = time.monotonic()
+            if progress is not None and now >= next_progress[0]:
+                next_progress[0] = now + every_s
+                progress(self)
+            return wall_end is None or now < wall_end
+
         checks = 0
         while until_us is None or self._heap[0][0] <= until_us:
-            self.step()
+            if not self._pace(self._heap[0][0], wall_end, tick):
+                return False
+            self._step_due()
             checks += 1
-            if checks & 63 == 0 or self.speed > 0:
-                now = time.monotonic()
-                if progress is not None and now >= next_progress:
-                    next_progress = now + every_s
-                    progress(self)
-                if wall_end is not None and now >= wall_end:
-                    return False
+            if (checks & 63 == 0 or self.speed > 0) and not tick():
+                return False
         if until_us is not None:
             until_us -= 1000
             if until_us > self.now_us:
-                self._pace(until_us)
+                if not self._pace(until_us, wall_end, tick):
+                    return False
                 self.now_us = until_us
             for m in self.meters:  # every board's clock (and its meter's pulses) up to now
                 if m.now_us < self.now_us:
@@ -487,7 +510,8 @@ class Simulation:
             while self.queued():
                 if self._heap[0][0] > end_us or time.monotonic() > wall_end:
                     return False
-                self.step()
+                self._pace(self._heap[0][0])
+                self._step_due()
                 if progress is not None and time.monotonic() >= next_progress:
                     next_progress = time.monotonic() + 1.0
                     progress(self)
