@@ -113,7 +113,7 @@ def test_single_default_channel_is_named_power_and_energy_and_ha_expire_s_overri
 def test_topic_ids_are_sanitized_and_names_that_collide_after_sanitizing_stay_distinct():
     chans = [{"PIN": 22, "SERIESNAME": "heat pump"}, {"PIN": 21, "SERIESNAME": "heat/pump"},
              {"PIN": 20, "SERIESNAME": "Wärme+#"}]
-    s = ha_settings(CHANNELS=chans, HOSTNAME="my pico #1", HA_PREFIX="ha")
+    s = ha_settings(CHANNELS=chans, HOSTNAME="my pico #1", HA_PREFIX="ha", AVAILABILITY_TOPIC="pico/status")
     cfgs = all_configs(s, device_id="ab:cd")
     topics = [t for t, _ in cfgs]
     assert len(set(topics)) == 6
@@ -153,7 +153,8 @@ names = st.text(st.characters(min_codepoint=32, blacklist_categories=("Cs", "Cc"
 def test_template_selects_on_any_printable_series_and_host_including_quotes_and_backslashes(series, other, host):
     if series == other:
         other = other + "x"
-    s = ha_settings(HOSTNAME=host, CHANNELS=[{"PIN": 22, "SERIESNAME": series}, {"PIN": 21, "SERIESNAME": other}])
+    s = ha_settings(HOSTNAME=host, AVAILABILITY_TOPIC="pico/status",
+                    CHANNELS=[{"PIN": 22, "SERIESNAME": series}, {"PIN": 21, "SERIESNAME": other}])
     cfgs = all_configs(s)
     mine = message.reading(1234.5, 1800000000, series, host, 2000, 1000)
     theirs = message.reading(55.0, 1800000000, other, host, 10, 1000)
