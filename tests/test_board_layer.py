@@ -70,7 +70,7 @@ def test_every_umqtt_socket_gets_the_5_second_timeout_before_connecting(board):
     client = board.mqtt_client(SETTINGS, "pico-1", "picopower/pico/status")
     client.connect()
     assert client.c.sock.timeout == board.SOCKET_TIMEOUT_S == 5
-    assert client.c.will == ("picopower/pico/status", b"offline", True, 1)
+    assert client.c.will == (b"picopower/pico/status", b"offline", True, 1)
     assert client.c.args["keepalive"] == 60
 
 

@@ -136,8 +136,6 @@ def test_channel_keys_left_out_take_the_top_level_values():
                                                                                 (1000, "rising", 4)]
 
 
-@pytest.mark.xfail(strict=True, reason="config.py accepts two channels with one SERIESNAME (different NAME); "
-                   "their messages are then identical in measurement/host/timestamp: see the issue 5 report")
 def test_two_channels_can_never_publish_messages_that_cannot_be_told_apart(tmp_path):
     chans = [{"PIN": 22, "SERIESNAME": "house", "NAME": "a"}, {"PIN": 21, "SERIESNAME": "house", "NAME": "b"}]
     values = {"WIFI_SSID": "x", "MQTT_SERVER": "h", "MQTT_TOPIC": "t", "CHANNELS": chans}

@@ -177,8 +177,6 @@ def test_errors_are_one_line_for_values_without_control_characters(values, chann
         assert "\n" not in e and "\r" not in e, e
 
 
-@pytest.mark.xfail(strict=True, reason="config._shown() echoes a rejected text value raw, so a value holding a "
-                   "newline makes a two-line error: see the issue 5 report for the diff")
 @FAST
 @given(name=st.sampled_from(SETTABLE), junk=st.text(printable, max_size=5))
 def test_a_rejected_value_with_a_newline_still_gives_a_one_line_error(name, junk):
@@ -197,7 +195,7 @@ def valid_values(draw):
     names = draw(st.sets(st.sampled_from(SETTABLE)))
     out = {n: draw(valid(*config.SETTINGS[n][1:])) for n in names}
     if not out.get("AVAILABILITY_TOPIC") and any(c in out.get("HOSTNAME", "") for c in "+#/"):
-        # The default availability topic is built from HOSTNAME (see the xfail test below).
+        # The default availability topic is built from HOSTNAME.
         out["AVAILABILITY_TOPIC"] = "picopower/status"
     if out.get("MQTT_PASS") and not out.get("MQTT_USER"):
         out["MQTT_USER"] = "meter"
@@ -279,8 +277,6 @@ def test_an_invalid_channel_value_is_reported_as_channels_i_key_and_left_out_of_
         or key.lower() not in s["channels"][1]
 
 
-@pytest.mark.xfail(strict=True, reason="config's 'must be text in quotes, got ...' error echoes a non-text "
-                   "WIFI_PASS / MQTT_PASS value: see the issue 5 report for the diff")
 @FAST
 @given(name=st.sampled_from(["WIFI_PASS", "MQTT_PASS"]),
        secret=st.integers(min_value=10**7) | st.lists(st.text("abcdefgh", min_size=6, max_size=8), min_size=1,
@@ -294,8 +290,6 @@ def test_a_rejected_password_is_never_echoed_in_the_error(name, secret):
     assert all(shown not in e and repr(secret) not in e for e in mine), mine
 
 
-@pytest.mark.xfail(strict=True, reason="HOSTNAME may hold + # or /, which then make the default AVAILABILITY_TOPIC "
-                   "an invalid publish topic (the last will is refused): see the issue 5 report")
 @FAST
 @given(host=_text(20, 1).filter(lambda t: t.strip()))
 def test_a_valid_hostname_always_gives_a_publishable_one_level_availability_topic(host):

@@ -115,7 +115,12 @@ def ntp_unix_ms(host):
     ntptime.host = host
     ntptime.timeout = 2
     # ntptime.time() is whole seconds since 1970 on the rp2 port.
-    return ntptime.time() * 1000
+    t = ntptime.time()
+    # Set the RTC too: mbedTLS checks certificate dates against it, and at its
+    # 2021-01-01 power-on value every CA-verified connect would fail.
+    tm = time.gmtime(t)
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
+    return t * 1000
 
 
 class _TimedSockets:
@@ -132,6 +137,26 @@ class _TimedSockets:
         return s
 
 
+class _PinnedContext:
+    """The SSLContext umqtt.simple gets when MQTT_CERT_SHA256 is set: after the
+    handshake and before CONNECT (which carries the password) the server
+    certificate's SHA-256 must equal the pin."""
+
+    def __init__(self, ctx, pin):
+        self._ctx = ctx
+        self._pin = pin.lower().replace(":", "")
+
+    def wrap_socket(self, sock, server_hostname=None):
+        import binascii
+        import hashlib
+        s = self._ctx.wrap_socket(sock, server_hostname=server_hostname)
+        der = s.getpeercert(True) if hasattr(s, "getpeercert") else None
+        if der is None or binascii.hexlify(hashlib.sha256(der).digest()).decode() != self._pin:
+            s.close()
+            raise OSError("mqtt: the broker's certificate does not match MQTT_CERT_SHA256")
+        return s
+
+
 class _Mqtt:
     """umqtt.simple with timeouts, errors as OSError, and a fresh packet id."""
 
@@ -145,14 +170,20 @@ class _Mqtt:
             ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             if settings["mqtt_ca_file"]:
                 ssl_ctx.verify_mode = ssl.CERT_REQUIRED
-                ssl_ctx.load_verify_locations(cafile=settings["mqtt_ca_file"])
+                try:
+                    ssl_ctx.load_verify_locations(cafile=settings["mqtt_ca_file"])
+                except ValueError as e:  # "invalid cert": the link catches OSError only
+                    raise OSError("mqtt: MQTT_CA_FILE %s is not a certificate (%s)" % (settings["mqtt_ca_file"], e))
             else:
                 ssl_ctx.verify_mode = ssl.CERT_NONE
+            if settings.get("mqtt_cert_sha256"):
+                ssl_ctx = _PinnedContext(ssl_ctx, settings["mqtt_cert_sha256"])
+        # umqtt.simple sizes every field with len(): give it bytes, not characters.
         self.c = simple.MQTTClient(
-            client_id, settings["mqtt_server"], settings["mqtt_port"],
-            user=settings["mqtt_user"] or None, password=settings["mqtt_pass"] or None,
+            client_id.encode(), settings["mqtt_server"], settings["mqtt_port"],
+            user=settings["mqtt_user"].encode() or None, password=settings["mqtt_pass"].encode() or None,
             keepalive=settings["mqtt_keepalive"], ssl=ssl_ctx)
-        self.c.set_last_will(will_topic, b"offline", retain=True, qos=1)
+        self.c.set_last_will(will_topic.encode(), b"offline", retain=True, qos=1)
 
     def _guard(self, fn, *args):
         try:
@@ -172,6 +203,10 @@ class _Mqtt:
         if self.c.pid >= 65000:
             # umqtt.simple never wraps its packet id; reconnect before it does.
             raise OSError("mqtt: packet ids used up, reconnecting")
+        if isinstance(topic, str):
+            topic = topic.encode()
+        if isinstance(payload, str):
+            payload = payload.encode()
         self._guard(self.c.publish, topic, payload, retain, qos)
 
     def ping(self):

@@ -47,6 +47,7 @@ SETTINGS = {
     "MQTT_KEEPALIVE": (60, "int", (10, 3600)),
     "MQTT_TLS": (False, "bool", None),
     "MQTT_CA_FILE": ("", "text", 128),
+    "MQTT_CERT_SHA256": ("", "text", 95),  # pin the broker's certificate (hex, colons allowed)
     "AVAILABILITY_TOPIC": ("", "topic_or_empty", None),
     "HA_DISCOVERY": (False, "bool", None),
     "HA_PREFIX": ("homeassistant", "topic", None),
@@ -75,6 +76,8 @@ FREE_PINS = tuple(range(0, 23)) + (26, 27, 28)
 
 def _shown(value):
     if isinstance(value, str):
+        if _bad_text(value):
+            return repr(value)  # escapes newlines: the message stays one line
         return "'%s'" % value
     return repr(value)
 
@@ -111,6 +114,8 @@ def _problem(name, value, kind, arg):
             return "%s must be a free GPIO number (0-22, 26-28), got %s" % (name, _shown(value))
     elif kind in ("text", "secret", "name"):
         if not isinstance(value, str):
+            if kind == "secret":
+                return "%s must be text in quotes (value not shown)" % name
             return "%s must be text in quotes, got %s" % (name, _shown(value))
         if len(value) > arg:
             return "%s must be at most %d characters, got %d" % (name, arg, len(value))
@@ -146,6 +151,7 @@ def _channels(raw, top, errors):
         return []
     out = []
     pins = []
+    series = []
     names = []
     for i, spec in enumerate(raw):
         where = "" if implicit else "CHANNELS[%d]" % i
@@ -176,10 +182,14 @@ def _channels(raw, top, errors):
         ch["name"] = name
         if ch.get("pin") in pins:
             errors.append("%s.PIN %s is already used by another channel" % (where, ch.get("pin")))
-        if (ch.get("seriesname"), name) in names:
-            errors.append("%s needs its own SERIESNAME or NAME: %s is already used" % (where, _shown(name)))
+        if "seriesname" in ch and ch["seriesname"] in series:
+            errors.append("%s.SERIESNAME %s is already used by another channel (each channel's messages are"
+                          " told apart by it)" % (where, _shown(ch["seriesname"])))
+        elif name in names:
+            errors.append("%s.NAME %s is already used by another channel" % (where, _shown(name)))
         pins.append(ch.get("pin"))
-        names.append((ch.get("seriesname"), name))
+        series.append(ch.get("seriesname"))
+        names.append(name)
         _check_width(ch, where + "." if where else "", errors)
         out.append(ch)
     return out
@@ -230,7 +240,11 @@ def check(values, required=True):
         settings[name.lower()] = value
     settings["channels"] = channels
     if not settings["availability_topic"]:
-        settings["availability_topic"] = "picopower/%s/status" % settings["hostname"]
+        host = settings["hostname"]
+        if "+" in host or "#" in host or "/" in host:
+            errors.append("HOSTNAME %s cannot be part of the default AVAILABILITY_TOPIC picopower/<HOSTNAME>/status:"
+                          " remove + # / from it or set AVAILABILITY_TOPIC" % _shown(host))
+        settings["availability_topic"] = "picopower/%s/status" % host
     if settings["mqtt_pass"] and not settings["mqtt_user"]:
         errors.append("MQTT_PASS is set but MQTT_USER is empty")
     return settings, errors, warnings
