@@ -131,10 +131,8 @@ class FleetClient:
         if url.username:
             c.username_pw_set(url.username, url.password)
         if url.tls:
-            c.tls_set(ca_certs=url.ca_file or None,
-                      cert_reqs=ssl.CERT_REQUIRED if url.ca_file else ssl.CERT_NONE)
-            if not url.ca_file:
-                c.tls_insecure_set(True)
+            # verified against --ca-file, else the system's CAs
+            c.tls_set(ca_certs=url.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
         c.will_set(will_topic, b"offline", qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -363,6 +361,8 @@ class Simulation:
                  imp_per_kwh=1000, interval_s=10, speed=1.0, start_unix_s=None, data_dir=None,
                  ca_file="", extra=None, stagger=True, log=None, on_data=None):
         self.url = parse_broker(broker, ca_file) if isinstance(broker, str) else broker
+        if self.url.tls and self.url.ca_file and not os.path.isfile(self.url.ca_file):
+            raise ValueError("--ca-file %s: no such file" % self.url.ca_file)
         if meters < 1:
             raise ValueError("--meters must be at least 1, got %d" % meters)
         if not speed >= 0:
@@ -378,6 +378,7 @@ class Simulation:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="picopower-sim-")
         self.meters = []
         self.now_us = 0
+        self.behind_s = 0.0  # the most the virtual clock has lagged its wall-clock schedule
         self._wall0 = None
         self._virt0 = 0
         if profile is None:
@@ -431,6 +432,8 @@ class Simulation:
             now = time.monotonic()
             left = due - now
             if left <= 0:
+                if -left > self.behind_s:
+                    self.behind_s = -left
                 self.net.poll(0)
                 return True
             if wall_end is not None and now >= wall_end:

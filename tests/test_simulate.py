@@ -216,3 +216,24 @@ def test_cli_profile_file_drives_the_boards_load(tmp_path, mosquitto, listener):
     assert [m["timestamp"] - START for m in got] == list(range(10, 100, 10))
     assert [round(m["power"] / 100) * 100 for m in got[3:6]] == [2000, 2000, 2000]
     assert abs(got[-1]["energy"] - (100 * 60 + 2000 * 30) / 3.6e6) <= 1e-4
+
+
+def test_boards_publish_over_tls_verified_by_the_ca_file_and_an_unknown_ca_is_refused(tmp_path):
+    ca, cert, key = servers.make_test_certs(str(tmp_path / "certs"))
+    other_ca = servers.make_test_certs(str(tmp_path / "other"))[0]
+    with servers.Mosquitto(tls=(ca, cert, key)) as broker:
+        ok = Simulation(broker.tls_url, TOPIC, profile=Profile.constant(2000), speed=0, start_unix_s=START,
+                        ca_file=ca)
+        bad = Simulation(broker.tls_url, TOPIC, profile=Profile.constant(2000), speed=0, start_unix_s=START,
+                         ca_file=other_ca, host="mallory")
+        try:
+            ok.run(60)
+            bad.run(60)
+        finally:
+            ok.close()
+            bad.close()
+    assert ok.published() == ok.readings() == 6 and ok.ever_connected
+    assert bad.published() == 0 and bad.queued() == 6 and not bad.ever_connected
+    assert "certificate verify failed" in bad.first_error
+    with pytest.raises(ValueError, match="no such file"):
+        Simulation(broker.tls_url, TOPIC, ca_file=str(tmp_path / "nope.crt"))
