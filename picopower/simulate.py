@@ -372,7 +372,8 @@ class Simulation:
         self.net = Net()
         self.on_data = on_data
         self._log = log
-        self.first_error = None
+        self.first_error = None  # the first failed broker connect (one line)
+        self.last_error = None   # the latest broker failure (connect or publish)
         self.ever_connected = False
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="picopower-sim-")
@@ -461,8 +462,10 @@ class Simulation:
         after = m.app.link.state
         if after == "ONLINE" and state != "ONLINE":
             self.ever_connected = True
-        elif after == "OFFLINE" and state == "BROKER" and self.first_error is None:
-            self.first_error = _last_failure(m.board.logs)
+        elif after == "OFFLINE" and state in ("BROKER", "ONLINE"):
+            self.last_error = _last_failure(m.board.logs)
+            if self.first_error is None and state == "BROKER":
+                self.first_error = self.last_error
         heapq.heapreplace(self._heap, (m.next_wake_us(), i))
 
     def run(self, until_s=None, wall_s=None, progress=None, every_s=1.0):
@@ -575,7 +578,7 @@ def _client_id(host):
 def _last_failure(logs):
     for line in reversed(logs[-5:]):
         parts = line.split(" ", 1)
-        if len(parts) == 2 and parts[1].startswith("broker "):
+        if len(parts) == 2 and parts[1].startswith(("broker ", "publish to ")):
             text = parts[1].split("; retrying", 1)[0]
             return text.split(": ", 1)[1] if ": " in text else text
     return None

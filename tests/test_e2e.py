@@ -166,6 +166,7 @@ def test_broker_stopped_and_restarted_mid_run_every_reading_lands_once_with_its_
         mosquitto.stop()
         sim.run(300)
         assert sim.online() == 0 and sim.queued() >= 3 * 15  # the boards queue through the outage
+        assert "cannot reach %s: connection refused" % mosquitto.url in sim.last_error
         mosquitto.start()
         sim.run(420)
         assert sim.drain()

@@ -103,6 +103,9 @@ def run(args):
             print(line)
         print("wall time %.1f s (%.0fx real time)" % (
             time.monotonic() - wall0, sim.now_s / max(1e-9, time.monotonic() - wall0)))
+        if sim.ever_connected and sim.queued():
+            print("picopower simulate: warning: %d readings still queued on the boards (not published)%s" % (
+                sim.queued(), ": " + sim.last_error if sim.last_error else ""), file=err)
         if not sim.ever_connected:
             raise CliError("never connected to %s in %s virtual seconds: %s" % (
                 sim.url.safe, "%g" % sim.now_s, sim.first_error or "no answer"))
