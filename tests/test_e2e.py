@@ -8,7 +8,6 @@ set of (host, timestamp), one row each, with the taken values.
 
 import json
 import math
-import os
 import re
 import signal
 import sqlite3
