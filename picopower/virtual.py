@@ -265,3 +265,12 @@ def make_app(board, settings):
     application = App(board, settings)
     application.boot()
     return application
+
+
+def run_until(app, board, t_us, step_ms=500):
+    """Run the firmware loop until the virtual clock reaches `t_us`, waking at
+    least every `step_ms` (the board's loop runs far more often; the firmware
+    only needs a pass before each report and within ~8.9 min of each pulse)."""
+    while board.us < t_us:
+        app.step()
+        board.advance(board.us + min(app.idle_ms(), step_ms) * 1000 + 1)

@@ -4,7 +4,7 @@ import json
 import os
 
 from picopower.loads import Profile
-from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, settings_for
+from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, run_until, settings_for
 
 START = 1800000000.0
 
@@ -25,9 +25,7 @@ class Run:
             self.messages.append(json.loads(payload))
 
     def until(self, seconds):
-        while self.board.us < seconds * 1e6:
-            self.app.step()
-            self.board.advance(self.board.us + min(self.app.idle_ms(), 500) * 1000 + 1)
+        run_until(self.app, self.board, seconds * 1e6)
 
 
 def test_ten_minute_wifi_outage_loses_no_reading_and_keeps_original_timestamps(tmp_path):

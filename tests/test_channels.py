@@ -6,7 +6,7 @@ import json
 import pytest
 
 from picopower.loads import Profile
-from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, settings_for
+from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, run_until, settings_for
 import config
 import message
 
@@ -35,9 +35,7 @@ class Board:
             self.messages.append(json.loads(payload))
 
     def until(self, seconds):
-        while self.board.us < seconds * 1e6:
-            self.app.step()
-            self.board.advance(self.board.us + min(self.app.idle_ms(), 500) * 1000 + 1)
+        run_until(self.app, self.board, seconds * 1e6)
 
     def by_series(self):
         out = {}
