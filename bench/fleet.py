@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from picopower import servers  # noqa: E402
+from tests import servers  # noqa: E402
 from picopower.bridge import Bridge  # noqa: E402
 from picopower.loads import household_day  # noqa: E402
 from picopower.simulate import Simulation, progress_line  # noqa: E402

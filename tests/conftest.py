@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from picopower import servers
+from tests import servers
 
 
 def _need(path):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from picopower import firmware  # noqa: F401
-from picopower import servers
+from tests import servers
 from picopower.bridge import Bridge, BridgeError
 from picopower.sinks import InfluxSink, SqliteSink
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from picopower import firmware  # noqa: F401
-from picopower import servers
+from tests import servers
 from picopower.lineproto import MAX_NAME, Rejected, line, parse
 
 import message  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from picopower import servers
+from tests import servers
 from picopower.loads import Profile
 from picopower.urls import parse_broker
 from picopower.virtual import PahoClient, PulseSource, RecordingClient, VirtualBoard, make_app, settings_for

@@ -19,7 +19,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from picopower import servers
+from tests import servers
 from picopower.bridge import Bridge
 from picopower.loads import Profile
 from picopower.simulate import Simulation

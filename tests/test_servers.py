@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from picopower import servers
+from tests import servers
 
 pytestmark = pytest.mark.servers
 

@@ -9,7 +9,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from picopower import servers
+from tests import servers
 from picopower.loads import Profile, household_day
 from picopower.simulate import Simulation, pulse_us
 

@@ -16,7 +16,7 @@ import ssl
 
 import pytest
 
-from picopower import servers
+from tests import servers
 from picopower.urls import UrlError, parse_broker
 from picopower.virtual import PahoClient, PulseSource, VirtualBoard, make_app, settings_for
 

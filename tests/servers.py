@@ -1,4 +1,7 @@
-"""Private Mosquitto 2.0 and InfluxDB 1.6 servers for tests, benches and the demo.
+"""Private Mosquitto 2.0 and InfluxDB 1.6 servers for the tests and bench/ scripts.
+
+Test infrastructure, not shipped in the picopower package (the demo needs no
+server: it embeds amqtt).
 
 Each server runs as a child process of ours, listens only on a free port of
 127.0.0.1, keeps every file (config, persistence, data, logs) in its own
