@@ -23,12 +23,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from picopower import firmware  # noqa: E402,F401
 from tests import servers  # noqa: E402
 from picopower.bridge import Bridge  # noqa: E402
 from picopower.sinks import InfluxSink  # noqa: E402
 
-import message  # noqa: E402
+from picopower.firmware import message  # noqa: E402
 
 TOPIC = "bench/power"
 

@@ -24,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from picopower import firmware  # noqa: E402,F401
 from picopower.loads import J_PER_KWH, Profile, household_day  # noqa: E402
-import power  # noqa: E402
-import pulses  # noqa: E402
+from picopower.firmware import power  # noqa: E402
+from picopower.firmware import pulses  # noqa: E402
 
 TIMEOUT_S = 300
 MAX_POWER_W = 24000

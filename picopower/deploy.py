@@ -89,7 +89,7 @@ FIELD_NAME = {dest: name for dest, name, _, _ in FIELDS}
 
 def check(values):
     """Validate with the firmware's own validator; all problems in one line."""
-    import config
+    from picopower.firmware import config
     _, errors, _ = config.check(values)
     if errors:
         raise ValueError("invalid settings: " + "; ".join(errors))

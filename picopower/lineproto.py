@@ -27,8 +27,7 @@ import math
 import time
 from collections import namedtuple
 
-from picopower import firmware  # noqa: F401  (puts the board's lib on sys.path)
-import message  # noqa: E402
+from picopower.firmware import message  # noqa: E402
 
 MAX_PAYLOAD = 64 * 1024
 MAX_NAME = 64

@@ -14,10 +14,9 @@ import os
 import ssl
 import threading
 
-from picopower import firmware  # noqa: F401  (puts board/lib on sys.path)
+from picopower.firmware import app, config
 
-from app import App  # noqa: E402
-import config  # noqa: E402
+App = app.App
 
 MASK = (1 << 30) - 1
 

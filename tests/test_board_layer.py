@@ -1,12 +1,11 @@
 """board.py, the Pico's hardware layer, over stand-ins for machine/network/umqtt (tests only)."""
 
-import importlib
 import sys
 import types
 
 import pytest
 
-from picopower import firmware  # noqa: F401
+from picopower import firmware
 
 
 class FakeSocket:
@@ -56,10 +55,9 @@ def board(monkeypatch):
                       ("umqtt", umqtt), ("umqtt.simple", simple)):
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setitem(sys.modules, "socket", socket_mod)
-    sys.modules.pop("board", None)
-    mod = importlib.import_module("board")
+    mod = firmware.load("board", fresh=True)
     yield mod
-    sys.modules.pop("board", None)
+    firmware.unload("board")
 
 
 SETTINGS = {"mqtt_tls": False, "mqtt_ca_file": "", "mqtt_server": "broker.lan", "mqtt_port": 1883,

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from picopower import firmware  # noqa: F401
 from picopower.loads import Profile
-import pulses
+from picopower import firmware
+from picopower.firmware import pulses
 
 from tests import mpy
 
@@ -140,7 +140,7 @@ print(json.dumps(out))
 def test_estimator_gives_the_same_watts_on_micropython_as_on_cpython(capsys):
     profile = Profile([(0, 35), (600, 2200), (780, 35), (1500, 120), (2400, 35)])
     times = [int(t * 1e6) for t in profile.pulse_times(1000, 3000)]
-    exec(ESTIMATE, {"times": times})
+    firmware.run(ESTIMATE, {"times": times})
     expected = json.loads(capsys.readouterr().out)
     got = mpy.run_json("times = %s\n" % json.dumps(times) + ESTIMATE)[0]
     assert len(got) == len(expected) == 300

@@ -11,12 +11,11 @@ import time
 
 import pytest
 
-from picopower import firmware  # noqa: F401
 from tests import servers
 from picopower.bridge import Bridge, BridgeError
 from picopower.sinks import InfluxSink, SqliteSink
 
-import message  # noqa: E402
+from picopower.firmware import message  # noqa: E402
 
 pytestmark = pytest.mark.servers
 TOPIC = "home/power"

@@ -7,11 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from picopower import firmware  # noqa: F401
 from tests import servers
 from picopower.lineproto import MAX_NAME, Rejected, line, parse
 
-import message  # noqa: E402
+from picopower.firmware import message  # noqa: E402
 
 NOW = 1700000000
 

@@ -7,8 +7,8 @@ import pytest
 
 from picopower.loads import Profile
 from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, run_until, settings_for
-import config
-import message
+from picopower.firmware import config
+from picopower.firmware import message
 
 START = 1800000000.0
 THREE = [

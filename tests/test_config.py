@@ -2,8 +2,7 @@
 
 import types
 
-from picopower import firmware  # noqa: F401
-import config
+from picopower.firmware import config
 
 SEED = dict(WIFI_SSID="home", WIFI_PASS="pw", MQTT_SERVER="192.168.1.10", MQTT_PORT=1883,
             HOSTNAME="pico", SERIESNAME="power", MQTT_TOPIC="sensors/power")

@@ -11,8 +11,7 @@ import math
 import pytest
 from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
 
-from picopower import firmware  # noqa: F401  (puts board/lib on sys.path)
-import config  # noqa: E402
+from picopower.firmware import config  # noqa: E402
 
 BASE = {"WIFI_SSID": "net", "MQTT_SERVER": "192.168.1.10", "MQTT_TOPIC": "home/power"}
 NAMES = sorted(config.SETTINGS)

@@ -13,7 +13,7 @@ from picopower import cli, deploy, firmware
 from picopower.urls import parse_broker
 from picopower.virtual import PahoClient, PulseSource, VirtualBoard, make_app, settings_for
 
-import config  # the firmware's validator (board/lib on sys.path via picopower.firmware)
+from picopower.firmware import config  # the firmware's validator
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS = ["--wifi-ssid", "Home Net", "--wifi-pass", "pa'ss\"w0rd\\", "--mqtt-server", "192.168.1.10",
@@ -100,8 +100,7 @@ def test_board_side_one_liners_compile_with_micropythons_compiler(tmp_path):
 
 def _firmware_log_of_bad_settings():
     """The real lines the firmware prints for bad settings (app.main, secrets with errors)."""
-    from picopower import firmware as fw  # noqa: F401
-    import app
+    from picopower.firmware import app
     lines = []
     board = VirtualBoard([], None, "/tmp/picopower-test-unused", 0)
     board.log = lambda text: lines.append("%d %s" % (board.us // 1000000, text))
@@ -114,16 +113,16 @@ def _firmware_log_of_bad_settings():
     board.sleep_ms = sleep_ms
     bad = types.ModuleType("secrets")
     bad.WIFI_SSID, bad.MQTT_SERVER, bad.MQTT_TOPIC, bad.MQTT_PORT = "Home", "10.0.0.2", "home/power", "1883"
-    saved = sys.modules.get("secrets")
-    sys.modules["secrets"] = bad
+    saved = sys.modules.get(firmware.PREFIX + "secrets")
+    sys.modules[firmware.PREFIX + "secrets"] = bad
     try:
         with pytest.raises(StopIteration):
             app.main(board)
     finally:
         if saved is not None:
-            sys.modules["secrets"] = saved
+            sys.modules[firmware.PREFIX + "secrets"] = saved
         else:
-            del sys.modules["secrets"]
+            del sys.modules[firmware.PREFIX + "secrets"]
     return lines
 
 

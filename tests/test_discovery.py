@@ -19,8 +19,8 @@ from tests import servers
 from picopower.loads import Profile
 from picopower.urls import parse_broker
 from picopower.virtual import PahoClient, PulseSource, RecordingClient, VirtualBoard, make_app, settings_for
-import discovery
-import message
+from picopower.firmware import discovery
+from picopower.firmware import message
 
 from tests import mpy
 

@@ -10,8 +10,7 @@ from picopower import cli, dashboard
 from picopower.monitor import Meters, Monitor
 from picopower.urls import parse_broker
 
-from picopower import firmware  # noqa: F401
-import message  # the firmware's own message format
+from picopower.firmware import message  # the firmware's own message format
 
 
 def test_readings_garbage_and_status_messages_build_one_meter_per_host_and_series():

@@ -9,8 +9,7 @@ from picopower import cli, plot
 from picopower.lineproto import Point
 from picopower.sinks import SqliteSink
 
-from picopower import firmware  # noqa: F401
-import message
+from picopower.firmware import message
 
 
 def _day_series(start, hours, watts_of_hour, step=600, imp=1000, host="kitchen", with_energy=True):

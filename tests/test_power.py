@@ -2,9 +2,8 @@
 
 import pytest
 
-from picopower import firmware  # noqa: F401
 from picopower.loads import Profile
-import power
+from picopower.firmware import power
 
 from bench import estimators
 

@@ -1,7 +1,6 @@
 """Ghost-pulse filtering in the interrupt handler (CPython; see also the MicroPython tests)."""
 
-from picopower import firmware  # noqa: F401
-import pulses
+from picopower.firmware import pulses
 
 
 class Clock:

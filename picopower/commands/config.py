@@ -49,8 +49,7 @@ def _check_names(topics, series, hosts, filters=False):
     """Validate with the firmware's own rules (config.check).
 
     With `filters`, + and # are allowed: Telegraf subscribes to filters."""
-    from picopower import firmware  # noqa: F401
-    import config
+    from picopower.firmware import config
     for topic in topics:
         if filters:
             topic = topic.replace("+", "x").replace("#", "x")
