@@ -6,7 +6,10 @@ import socket
 import subprocess
 import threading
 import time
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 import paho.mqtt.client as mqtt
 import pytest
