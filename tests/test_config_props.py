@@ -196,6 +196,8 @@ def valid_values(draw):
     if not out.get("AVAILABILITY_TOPIC") and any(c in out.get("HOSTNAME", "") for c in "+#/"):
         # The default availability topic is built from HOSTNAME.
         out["AVAILABILITY_TOPIC"] = "picopower/status"
+    if out.get("REVISION_TOPIC") and out["REVISION_TOPIC"] == out.get("MQTT_TOPIC", BASE["MQTT_TOPIC"]):
+        out["REVISION_TOPIC"] = ""  # revisions may never share the live topic
     if out.get("MQTT_PASS") and not out.get("MQTT_USER"):
         out["MQTT_USER"] = "meter"
     wmin = out.get("PULSE_WIDTH_MIN_MS", 0)
@@ -261,7 +263,8 @@ def test_an_invalid_value_is_reported_by_name_and_the_setting_keeps_its_default(
     s, errors, _ = config.check(dict(BASE, **{name: value}))
     assert [e for e in errors if e.startswith(name + " ")], (name, value, errors)
     assert _same(s[name.lower()], default(name)) or (name == "AVAILABILITY_TOPIC"
-                                                     and s[name.lower()] == "picopower/picopower/status")
+                                                     and s[name.lower()] == "picopower/picopower/status") or (
+        name == "REVISION_TOPIC" and s[name.lower()] == s["mqtt_topic"] + "/revised")
 
 
 @FAST

@@ -49,6 +49,8 @@ SETTINGS = {
     "MQTT_CA_FILE": ("", "text", 128),
     "MQTT_CERT_SHA256": ("", "text", 95),  # pin the broker's certificate (hex, colons allowed)
     "AVAILABILITY_TOPIC": ("", "topic_or_empty", None),
+    # Exact means of past windows (revisions.py); None: "<MQTT_TOPIC>/revised", "": off.
+    "REVISION_TOPIC": (None, "topic_or_empty", None),
     "HA_DISCOVERY": (False, "bool", None),
     "HA_PREFIX": ("homeassistant", "topic", None),
     "HA_EXPIRE_S": (0, "int", (0, 86400)),
@@ -245,6 +247,12 @@ def check(values, required=True):
             errors.append("HOSTNAME %s cannot be part of the default AVAILABILITY_TOPIC picopower/<HOSTNAME>/status:"
                           " remove + # / from it or set AVAILABILITY_TOPIC" % _shown(host))
         settings["availability_topic"] = "picopower/%s/status" % host
+    if settings["revision_topic"] is None and settings["mqtt_topic"]:
+        settings["revision_topic"] = settings["mqtt_topic"] + "/revised"
+    if settings["revision_topic"] and settings["revision_topic"] == settings["mqtt_topic"]:
+        errors.append("REVISION_TOPIC must differ from MQTT_TOPIC (Home Assistant would show revisions as the"
+                      " current power); set it to \"\" to turn revisions off")
+        settings["revision_topic"] = settings["mqtt_topic"] + "/revised"
     if settings["mqtt_pass"] and not settings["mqtt_user"]:
         errors.append("MQTT_PASS is set but MQTT_USER is empty")
     return settings, errors, warnings

@@ -31,6 +31,7 @@ MQTT_TOPIC = "home/power"
 # MQTT_TLS = False
 # MQTT_CA_FILE = ""         # e.g. "ca.der" on the board: verify the broker
 # AVAILABILITY_TOPIC = ""   # default picopower/<HOSTNAME>/status
+# REVISION_TOPIC = "home/power/revised"  # default <MQTT_TOPIC>/revised: exact past windows; "" = off
 # HA_DISCOVERY = False      # Home Assistant MQTT discovery
 
 # Several meters on one board:
