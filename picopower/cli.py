@@ -10,12 +10,12 @@ import importlib
 import sys
 
 from picopower import __version__
+from picopower.errors import UserError
 
 COMMANDS = ("demo", "simulate", "bridge", "replay", "monitor", "plot", "deploy", "config")
 
 
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
+CliError = UserError  # the name the commands were written with
 
 
 def build_parser():
@@ -50,7 +50,7 @@ def main(argv=None):
         return 130
     except BrokenPipeError:
         return 0
-    except (CliError, ValueError, OSError) as e:
+    except (UserError, ValueError, OSError) as e:
         print("picopower %s: error: %s" % (args.command, e), file=sys.stderr)
         return 2
 

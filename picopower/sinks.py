@@ -14,6 +14,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import sqlite3
 import urllib.parse
 
@@ -25,7 +26,13 @@ class SinkDown(OSError):
 
 
 class SinkRejected(ValueError):
-    pass
+    """Refused for good: `rejected` points are dropped; the other `written` ones are stored
+    (InfluxDB's partial write)."""
+
+    def __init__(self, message, written=0, rejected=0):
+        super().__init__(message)
+        self.written = written
+        self.rejected = rejected
 
 
 class InfluxSink:
@@ -98,16 +105,26 @@ class InfluxSink:
         groups = {}
         for p in points:
             groups.setdefault(precision_of(p), []).append(p)
+        written, refused, why = 0, 0, []
         for precision, pts in groups.items():
             body = ("\n".join(line(p, precision) for p in pts) + "\n").encode("utf-8")
             path = "/write?" + urllib.parse.urlencode({"db": self.db, "precision": precision})
             status, data = self._request("POST", path, body=body)
             if status == 204:
+                written += len(pts)
                 continue
             text = data[:300].decode("utf-8", "replace").strip()
-            if status == 400:
-                raise SinkRejected("InfluxDB refused %d points: %s" % (len(pts), text))
-            raise SinkDown("%s answered HTTP %d: %s" % (self.safe, status, text))
+            if status != 400:
+                raise SinkDown("%s answered HTTP %d: %s" % (self.safe, status, text))
+            # a partial write stores the rest and says how many it dropped, at the end of its text
+            dropped = re.search(rb"dropped=(\d+)", data)
+            n = min(int(dropped.group(1)), len(pts)) if dropped else len(pts)
+            written += len(pts) - n
+            refused += n
+            why.append(text)
+        if refused:
+            raise SinkRejected("InfluxDB stored %d of %d points and dropped %d: %s"
+                               % (written, len(points), refused, " | ".join(why)), written, refused)
 
     def close(self):
         if self._conn is not None:

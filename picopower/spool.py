@@ -6,7 +6,8 @@ spooling survives a crash of the bridge or the machine. Drained oldest first;
 a segment file is deleted once every point in it is stored. A restarted
 bridge finds the files and drains them.
 
-Limits: `max_bytes` in total (appends beyond it raise SpoolFull: the bridge
+Limits: `max_bytes` in total (appends beyond it raise SpoolFull, and a full
+disk raises OSError ENOSPC with nothing half-written left behind: the bridge
 then stops acknowledging and the broker keeps the messages); a segment holds
 up to `segment_records` points. The position inside the oldest segment is
 kept in memory only: after a crash up to one segment is written again, which
@@ -70,7 +71,9 @@ class Spool:
         if self._writer is None or self._counts[self._writer[0]] >= self.segment_records:
             self._rotate()
             seq = (self._segments[-1] + 1) if self._segments else 1
-            f = open(self._path(seq), "ab")
+            # unbuffered: a write the disk refused must not linger in a buffer that a later
+            # close() would try to flush again (and fail with ENOSPC)
+            f = open(self._path(seq), "ab", buffering=0)
             self._segments.append(seq)
             self._sizes[seq] = 0
             self._counts[seq] = 0
@@ -78,20 +81,27 @@ class Spool:
             _fsync_dir(self.dir)
         seq, f = self._writer
         try:
-            f.write(data)
-            f.flush()
+            view = memoryview(data)
+            while view:
+                view = view[f.write(view):]
             os.fsync(f.fileno())
         except OSError:
             # do not leave a half-written batch that a later append would follow
-            f.truncate(self._sizes[seq])
+            try:
+                os.ftruncate(f.fileno(), self._sizes[seq])
+            except OSError:
+                self._rotate()  # a torn tail is skipped on reading; the next append starts a new file
             raise
         self._sizes[seq] += len(data)
         self._counts[seq] += len(records)
 
     def _rotate(self):
         if self._writer is not None:
-            self._writer[1].close()
-            self._writer = None
+            f, self._writer = self._writer[1], None
+            try:
+                f.close()
+            except OSError:
+                pass  # unbuffered: nothing left to lose
 
     def peek(self, n):
         """Up to n oldest records (from the oldest segment only)."""

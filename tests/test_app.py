@@ -1,31 +1,17 @@
 """The whole firmware loop on a virtual Pico: queueing, clock, energy across reboots."""
 
-import json
 import os
 
 from picopower.loads import Profile
-from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, run_until, settings_for
-
-START = 1800000000.0
+from tests.conftest import START, RecordedBoard
 
 
-class Run:
-    """One virtual board running the firmware, with a recorded broker."""
+class Run(RecordedBoard):
+    """One virtual board running the firmware on a load profile, with a recorded broker."""
 
     def __init__(self, tmp_path, profile, seconds, values=None, imp=1000, phase=0.5):
-        self.settings = settings_for(dict({"MQTT_TOPIC": "home/power", "IMP_PER_KWH": imp}, **(values or {})))
-        times = [int(t * 1e6) for t in profile.pulse_times(imp, seconds, phase)]
-        self.messages = []
-        self.board = VirtualBoard([PulseSource(times)], lambda cid, will: RecordingClient(self._sink),
-                                  str(tmp_path), START)
-        self.app = make_app(self.board, self.settings)
-
-    def _sink(self, topic, payload, retain):
-        if topic == self.settings["mqtt_topic"]:
-            self.messages.append(json.loads(payload))
-
-    def until(self, seconds):
-        run_until(self.app, self.board, seconds * 1e6)
+        values = dict({"HOSTNAME": "picopower", "IMP_PER_KWH": imp}, **(values or {}))
+        super().__init__(tmp_path, values, [profile.pulse_times(imp, seconds, phase)])
 
 
 def test_ten_minute_wifi_outage_loses_no_reading_and_keeps_original_timestamps(tmp_path):

@@ -1,47 +1,16 @@
 """Several meters on one board (CHANNELS): every channel counted by its own
 interrupt handler at once, each publishing its own seed-format message."""
 
-import json
-
-import pytest
-
+from picopower.firmware import config, message
 from picopower.loads import Profile
-from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, run_until, settings_for
-from picopower.firmware import config
-from picopower.firmware import message
+from picopower.virtual import settings_for
+from tests.conftest import START, RecordedBoard as Board
 
-START = 1800000000.0
 THREE = [
     {"PIN": 22, "IMP_PER_KWH": 1000, "SERIESNAME": "house"},
     {"PIN": 21, "IMP_PER_KWH": 800, "SERIESNAME": "heatpump", "MAX_POWER_W": 12000},
     {"PIN": 20, "IMP_PER_KWH": 2000, "SERIESNAME": "solar", "PULSE_WIDTH_MIN_MS": 10, "PULSE_WIDTH_MAX_MS": 100},
 ]
-
-
-class Board:
-    """A virtual board with one PulseSource per channel and a recording broker."""
-
-    def __init__(self, tmp_path, values, pulse_times_s, widths_us=None):
-        self.settings = settings_for(dict({"MQTT_TOPIC": "home/power", "HOSTNAME": "pico-meter"}, **values))
-        self.times_us = [[int(round(t * 1e6)) for t in times] for times in pulse_times_s]
-        widths_us = widths_us or [30000] * len(self.times_us)
-        self.messages = []
-        self.board = VirtualBoard([PulseSource(t, width_us=w) for t, w in zip(self.times_us, widths_us)],
-                                  lambda cid, will: RecordingClient(self._sink), str(tmp_path), START)
-        self.app = make_app(self.board, self.settings)
-
-    def _sink(self, topic, payload, retain):
-        if topic == self.settings["mqtt_topic"]:
-            self.messages.append(json.loads(payload))
-
-    def until(self, seconds):
-        run_until(self.app, self.board, seconds * 1e6)
-
-    def by_series(self):
-        out = {}
-        for m in self.messages:
-            out.setdefault(m["measurement"], []).append(m)
-        return out
 
 
 def fired_before(times_us, unix_s):

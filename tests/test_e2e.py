@@ -9,25 +9,21 @@ set of (host, timestamp), one row each, with the taken values.
 import json
 import math
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests import servers
-from picopower.bridge import Bridge
 from picopower.loads import Profile
 from picopower.simulate import Simulation
 from picopower.sinks import InfluxSink, SqliteSink
+from tests import servers
+from tests.conftest import TOPIC
 
 pytestmark = pytest.mark.servers
 
-TOPIC = "home/power"
 SERIES = "power_usage"
 IMP = 1000
 
@@ -42,22 +38,6 @@ def simulation(broker, meters=2, profile=None, start=None, **kw):
     return Simulation(broker.url, TOPIC, profile=profile or Profile.constant(1500), meters=meters,
                       host="pico", series=SERIES, imp_per_kwh=IMP, interval_s=10, speed=0,
                       start_unix_s=start or past_start(600), **kw)
-
-
-@pytest.fixture
-def bridge_to(mosquitto, tmp_path):
-    started = []
-
-    def start(sink, **kw):
-        kw.setdefault("spool_dir", str(tmp_path / "spool"))
-        kw.setdefault("client_id", "e2e-bridge")
-        b = Bridge(mosquitto.url, [TOPIC], sink, **kw).start()
-        started.append(b)
-        return b
-
-    yield start
-    for b in started:
-        b.stop()
 
 
 def influx_stored(influxdb):
@@ -95,10 +75,10 @@ def assert_every_reading_once_with_its_values(sim, rows):
 
 
 def test_seed_grafana_query_returns_the_simulated_watts_per_host_and_energy_adds_up_to_the_profile(
-        mosquitto, influxdb, bridge_to):
+        mosquitto, influxdb, start_bridge):
     profile = Profile([(0, 1200), (60, 3000), (150, 400)])
     start = past_start(240)
-    bridge = bridge_to(InfluxSink(influxdb.url, influxdb.db))
+    bridge = start_bridge(InfluxSink(influxdb.url, influxdb.db))
     sim = simulation(mosquitto, meters=2, profile=profile, start=start)
     try:
         sim.run(240)
@@ -139,9 +119,9 @@ def test_seed_grafana_query_returns_the_simulated_watts_per_host_and_energy_adds
         assert 0.1 < r["last"] < 0.13
 
 
-def test_same_run_into_sqlite_stores_every_reading_once_with_its_values(mosquitto, bridge_to, tmp_path):
+def test_same_run_into_sqlite_stores_every_reading_once_with_its_values(mosquitto, start_bridge, tmp_path):
     path = str(tmp_path / "power.db")
-    bridge_to(SqliteSink(path))
+    start_bridge(SqliteSink(path))
     sim = simulation(mosquitto, meters=3, profile=Profile([(0, 700), (100, 2500)]))
     try:
         sim.run(200)
@@ -157,8 +137,8 @@ def test_same_run_into_sqlite_stores_every_reading_once_with_its_values(mosquitt
 
 
 def test_broker_stopped_and_restarted_mid_run_every_reading_lands_once_with_its_timestamp(
-        mosquitto, influxdb, bridge_to):
-    bridge = bridge_to(InfluxSink(influxdb.url, influxdb.db))
+        mosquitto, influxdb, start_bridge):
+    bridge = start_bridge(InfluxSink(influxdb.url, influxdb.db))
     sim = simulation(mosquitto, meters=3)
     try:
         sim.run(120)
@@ -178,8 +158,8 @@ def test_broker_stopped_and_restarted_mid_run_every_reading_lands_once_with_its_
 
 
 def test_influxdb_stopped_and_restarted_mid_run_every_reading_lands_once_with_its_timestamp(
-        mosquitto, influxdb, bridge_to):
-    bridge = bridge_to(InfluxSink(influxdb.url, influxdb.db), retry_s=0.2, max_retry_s=0.5)
+        mosquitto, influxdb, start_bridge):
+    bridge = start_bridge(InfluxSink(influxdb.url, influxdb.db), retry_s=0.2, max_retry_s=0.5)
     sim = simulation(mosquitto, meters=2)
     try:
         sim.run(100)
@@ -199,48 +179,31 @@ def test_influxdb_stopped_and_restarted_mid_run_every_reading_lands_once_with_it
     assert bridge.counters()["spool_depth"] == 0
 
 
-def _bridge_process(mosquitto, influxdb, tmp_path, log):
-    cmd = [sys.executable, "-m", "picopower", "bridge", "--broker", mosquitto.url, "--topic", TOPIC,
-           "--influx", influxdb.url, "--db", influxdb.db, "--client-id", "e2e-killed-bridge",
-           "--spool-dir", str(tmp_path / "spool")]
-    with open(log, "ab") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    servers.wait_until(lambda: "client id e2e-killed-bridge" in open(log).read() or p.poll() is not None,
-                       timeout=15, what="bridge started")
-    assert p.poll() is None, open(log).read()[-500:]
-    return p
-
-
 def test_bridge_killed_and_restarted_mid_run_every_reading_lands_once_with_its_timestamp(
-        mosquitto, influxdb, tmp_path):
-    log = str(tmp_path / "bridge.log")
-    p = _bridge_process(mosquitto, influxdb, tmp_path, log)
+        mosquitto, influxdb, bridge_process):
+    p = bridge_process("e2e-killed-bridge")
     sim = simulation(mosquitto, meters=2)
     try:
         sim.run(100)
         wait_stored(lambda: influx_stored(influxdb), sim.published())
-        p.send_signal(signal.SIGKILL)
-        p.wait(10)
+        p.kill()
         before = sim.published()
         sim.run(250)  # published to the broker, held there for the dead bridge's session
         assert sim.published() - before >= 2 * 14 and sim.queued() == 0
-        p = _bridge_process(mosquitto, influxdb, tmp_path, log)
+        p.start()
         sim.run(350)
         assert sim.drain()
         rows = wait_stored(lambda: influx_stored(influxdb), len(sim.taken()))
     finally:
         sim.close()
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            p.wait(15)
     assert len(sim.taken()) == 35 + 34
     assert_every_reading_once_with_its_values(sim, rows)
-    assert "Traceback" not in open(log).read()
+    assert "Traceback" not in p.err()
 
 
 def test_wifi_dropped_for_two_minutes_every_reading_lands_once_with_its_timestamp(
-        mosquitto, influxdb, bridge_to):
-    bridge_to(InfluxSink(influxdb.url, influxdb.db))
+        mosquitto, influxdb, start_bridge):
+    start_bridge(InfluxSink(influxdb.url, influxdb.db))
     sim = simulation(mosquitto, meters=2)
     try:
         sim.run(60)

@@ -11,11 +11,16 @@ EXAMPLE = """examples:
   picopower bridge --broker mqtt://127.0.0.1:1883 --topic power --sqlite power.db
   picopower bridge --broker mqtt://user:pass@broker:1883 --topic power \\
                    --influx http://127.0.0.1:8086 --db telegraf --stats-interval 60
+  picopower bridge --broker mqtt://broker:1883 --topic power --share bridges \\
+                   --client-id bridge-2 --influx http://127.0.0.1:8086   # one of several
 
 Does what Telegraf does in the seed (json_name_key measurement, json_time_key
 timestamp, json_time_format unix, tag_keys host). At least once: persistent
 MQTT session (QoS 1), a message is acknowledged only once written or spooled
-to disk. Counters are printed on exit, on SIGUSR1 and every --stats-interval s."""
+to disk. Counters are printed on exit, on SIGUSR1 and every --stats-interval s.
+With --share GROUP several bridges (each its own --client-id) split the
+messages between them; a bridge that dies finds its share waiting at the
+broker when it comes back under the same client id."""
 
 
 def register(sub):
@@ -39,6 +44,9 @@ def register(sub):
                    help="spool size limit; when full, messages stay unacknowledged at the broker (100)")
     p.add_argument("--stats-interval", type=float, default=0, metavar="S",
                    help="print the counters every S seconds (0: only on exit and SIGUSR1)")
+    p.add_argument("--share", metavar="GROUP",
+                   help="subscribe as a member of shared subscription GROUP ($share/GROUP/<topic>): "
+                        "the broker hands each message to one bridge of the group")
     p.add_argument("--client-id", metavar="ID",
                    help="MQTT client id of the persistent session (default picopower-bridge-<hostname>)")
     p.add_argument("--quiet", "-q", action="store_true", help="log only errors")
@@ -47,18 +55,19 @@ def register(sub):
 
 def run(args):
     from picopower.bridge import Bridge, default_client_id
+    from picopower.errors import UserError
     from picopower.sinks import InfluxSink, SqliteSink
     from picopower.urls import parse_broker
 
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     if args.ca_file and not os.path.isfile(args.ca_file):
-        raise ValueError("--ca-file %s: no such file" % args.ca_file)
+        raise UserError("--ca-file %s: no such file" % args.ca_file)
     url = parse_broker(args.broker, args.ca_file)
     if args.stats_interval < 0:
-        raise ValueError("--stats-interval must be 0 or more")
+        raise UserError("--stats-interval must be 0 or more")
     if args.spool_max_mb <= 0:
-        raise ValueError("--spool-max-mb must be more than 0")
+        raise UserError("--spool-max-mb must be more than 0")
     client_id = args.client_id or default_client_id()
     sink = InfluxSink(args.influx, args.db) if args.influx else SqliteSink(args.sqlite)
     spool_dir = args.spool_dir
@@ -67,7 +76,7 @@ def run(args):
         spool_dir = os.path.join(state, "picopower", "spool-" + client_id)
     bridge = Bridge(url, args.topic, sink, spool_dir=spool_dir,
                     spool_max_bytes=int(args.spool_max_mb * 1024 * 1024), client_id=client_id,
-                    stats_interval=args.stats_interval, stats_out=sys.stdout)
+                    stats_interval=args.stats_interval, stats_out=sys.stdout, share=args.share)
     done = threading.Event()
 
     def on_signal(signum, frame):
@@ -89,5 +98,5 @@ def run(args):
         bridge.stop()
         bridge.print_stats()
     if bridge.error is not None:
-        raise OSError("bridge failed: %s" % bridge.error)
+        raise RuntimeError("bridge worker failed (traceback above)") from bridge.error
     return 0

@@ -1,0 +1,11 @@
+"""The project's own error type, the one `picopower` (cli.py) turns into one line.
+
+Raise `UserError` (or a subclass) for what a user causes and can fix: a bad
+flag or file, an unreachable or refusing broker or database, no board. The
+command line prints it as `picopower <command>: error: <message>` with exit
+status 2. Any other exception is a bug and shows its traceback.
+"""
+
+
+class UserError(Exception):
+    """A failure the user can act on, said in one line."""
