@@ -84,6 +84,8 @@ def traces():
     ev = [(0, 300), (600, 11000), (4200, 11000), (5400, 7400), (6000, 300)]
     yield "EV charging 11 kW", Profile(rippled(ev, 5)), 10000, 2 * h, True, False
     yield "load switched off", Profile([(0, 3000), (1800, 0)]), 1000, h, True, False
+    yield "off to 8 W standby", Profile(rippled([(0, 2000), (1800, 8), (3 * h, 8)], 11)), 1000, 3 * h, True, False
+    yield "fridge at 800 imp", Profile(rippled(periodic(40, 120, 1200, 2400, 6), 12)), 800, 6 * h, True, False
     yield "bouncing edges", Profile(rippled(periodic(40, 800, 600, 600, 2), 6)), 1000, 2 * h, True, True
     yield "household 800 imp", household_day(seed=7), 800, 24 * h, True, False
     yield "household 1000 imp", household_day(seed=8), 1000, 24 * h, True, False

@@ -7,7 +7,10 @@ e.g. HTTP 400 field type conflict: retrying cannot help).
 
 Both sinks store a re-delivered reading once: InfluxDB merges a point with the
 same measurement, tag set and time (new values win); the SQLite table has the
-primary key (measurement, host, time) and an upsert with the same rule.
+primary key (measurement, host, time) and an upsert with the same rule. A
+revision (the board's exact value for a past reading, same timestamp) thus
+overwrites the live value in both. A SQLite file whose table lacks that key
+gets it on opening, keeping the last row written of each reading.
 """
 
 import base64
@@ -134,6 +137,33 @@ class InfluxSink:
                 self._conn = None
 
 
+KEY = ("measurement", "host", "time")
+
+
+def _has_unique_key(db, table):
+    for row in db.execute('PRAGMA index_list("%s")' % table):
+        name, unique = row[1], row[2]
+        if unique and tuple(r[2] for r in db.execute('PRAGMA index_info("%s")' % name)) == KEY:
+            return True
+    return False
+
+
+def _add_unique_key(db, table):
+    """A table made before readings were upserted (or by hand) may hold several
+    rows of one reading: keep the last written (a revision is written after
+    its live reading) and add the unique key an upsert needs."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute('DELETE FROM "{0}" WHERE rowid NOT IN (SELECT max(rowid) FROM "{0}" '
+                   'GROUP BY measurement, host, time)'.format(table))
+        db.execute('CREATE UNIQUE INDEX IF NOT EXISTS "{0}_reading" ON "{0}" (measurement, host, time)'
+                   .format(table))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class SqliteSink:
     """A table `points` (measurement, host, time, power, energy, pulses), primary key
     (measurement, host, time), upserted; `time` is unix seconds (REAL, ms resolution)."""
@@ -170,6 +200,8 @@ class SqliteSink:
             for k in NUMBER_FIELDS:
                 if k not in have:
                     db.execute('ALTER TABLE "%s" ADD COLUMN "%s" REAL' % (self.table, k))
+            if not _has_unique_key(db, self.table):
+                _add_unique_key(db, self.table)
         except BaseException:
             db.close()
             raise

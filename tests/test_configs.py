@@ -32,7 +32,7 @@ def test_telegraf_conf_input_block_is_the_seeds_key_for_key_plus_influx_output(c
     (inp,) = conf["inputs"]["mqtt_consumer"]
     assert inp == {
         "servers": ["tcp://192.168.1.10:1884"],
-        "topics": ["home/power", "home/heatpump"],
+        "topics": ["home/power", "home/heatpump", "home/power/revised", "home/heatpump/revised"],
         "topic_tag": "",
         "data_format": "json",
         "json_name_key": "measurement",
@@ -48,7 +48,7 @@ def test_telegraf_conf_with_login_never_prints_the_password(capsys):
     text = _out(capsys, "telegraf", "--broker", "mqtt://board:s3cret@10.0.0.2", "--topic", "home/+")
     assert "s3cret" not in text
     (inp,) = tomllib.loads(text)["inputs"]["mqtt_consumer"]
-    assert inp["username"] == "board" and inp["topics"] == ["home/+"]
+    assert inp["username"] == "board" and inp["topics"] == ["home/+", "home/+/revised"]
 
 
 def test_grafana_dashboard_uses_the_seeds_query_and_has_a_daily_energy_panel(capsys):
@@ -190,3 +190,4 @@ def test_acl_text_names_each_board_and_its_status_topic():
     text = configs.acl(["a", "b"], "home/power")
     assert "user a\ntopic write home/power\ntopic write picopower/a/status" in text
     assert "user b\ntopic write home/power\ntopic write picopower/b/status" in text
+    assert "picopower/b/status\ntopic write home/power/revised" in text

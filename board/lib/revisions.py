@@ -2,10 +2,13 @@
 
 A pulse meter knows the energy between two pulses exactly and nothing about
 how it was spread, so the firmware's reference for a window [t0, t1] is
-power.py's own rule with hindsight: cumulative energy interpolated linearly
-between the pulses around each edge, mean = (E(t1) - E(t0)) / (t1 - t0). The
-live reading had to guess E(t1) (and E(t0) too, if no pulse had come since
-t0); once a pulse lands after t1 the guess can be checked.
+power.py's own rule with hindsight: cumulative energy interpolated between
+the pulses around each edge, mean = (E(t1) - E(t0)) / (t1 - t0). The live
+reading had to guess E(t1) (and E(t0) too, if no pulse had come since t0);
+once pulses land after t1 the guess can be checked. Revisions are published
+on REVISION_TOPIC (default `<MQTT_TOPIC>/revised`) in the seed's format with
+the live reading's timestamp, so InfluxDB and the bridge's SQLite overwrite
+the live point, and Home Assistant, on MQTT_TOPIC, never sees one.
 
 The rules:
 - A window can be revised only if a pulse came at or before its start (its
@@ -19,14 +22,21 @@ The rules:
 - Each window is revised at most once, revisions are queued in the order
   their windows end, and always after the live reading of the same window
   (a window's revision needs a pulse that comes after it was published).
+- The energy between two pulses is spread evenly, except where the
+  interval's rate lies between those of the intervals before and after it:
+  the load stepped inside it, so power is taken at the earlier rate up to a
+  step and at the later one after it, the step placed so the interval still
+  holds exactly one pulse (a kettle switched off mid-pulse). A window is thus
+  final only when the pulse after the one following its end has come.
 - Horizon: `slots` windows per channel are kept pending. A window that falls
-  out (no pulse for `slots` report intervals after it ended) is final as
-  published. The App sizes `slots` to cover HORIZON_S (15 min: a 5 W standby
-  at 1000 imp/kWh pulses every 12 min), at most MAX_SLOTS.
+  out is final with what is known then: spread evenly if a pulse came after
+  its end, else as published. The App sizes `slots` to cover HORIZON_S
+  (25 min: two intervals of a 5 W standby at 1000 imp/kWh, a pulse every
+  12 min), at most MAX_SLOTS.
 
 RAM: three preallocated arrays of `slots` entries (end time and pulse total
 as 32-bit integers modulo 2**32, published watts as a 32-bit float), 12 bytes
-a window: 91 windows, 1092 bytes, per channel at the defaults. Nothing is
+a window: 151 windows, 1812 bytes, per channel at the defaults. Nothing is
 allocated per pulse or per window beyond the integers of the arithmetic.
 """
 
@@ -35,7 +45,7 @@ from array import array
 from power import J_US_PER_KWH
 
 _MASK32 = 0xFFFFFFFF
-HORIZON_S = 900
+HORIZON_S = 1500
 MAX_SLOTS = 256
 
 
