@@ -199,6 +199,11 @@ class VirtualBoard:
     def wifi_stop(self):
         self._wifi_on = False
 
+    def resolve(self, host):
+        if not self.wifi_up:
+            raise OSError("EHOSTUNREACH: no network")
+        return host
+
     def ntp_unix_ms(self, host):
         if not (self.wifi_up and self.ntp_up):
             raise OSError("ETIMEDOUT: no NTP answer from %s" % host)

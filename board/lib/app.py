@@ -95,7 +95,7 @@ class App:
             import discovery
             device = board.unique_id()
             self.link.on_connect.append(
-                lambda client: discovery.publish_all(client, settings, self.channels, device))
+                lambda client, feed: discovery.publish_all(client, settings, self.channels, device))
         self.interval_us = settings["report_interval_s"] * 1000000
         self.readings = 0
         self._wdt = None

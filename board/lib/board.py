@@ -10,14 +10,18 @@ interface, which the virtual board implements too:
     wifi_start(ssid, password)      (does not wait)
     wifi_status()                   -> WLAN status code, 3 = got IP
     wifi_stop()
+    resolve(host)                   -> address; DNS once per Wi-Fi join, raises OSError
     ntp_unix_ms(host)               -> unix ms, raises OSError
     mqtt_client(settings, client_id, will_topic)
                                     -> object with connect() publish() ping() close()
     led(on)
     watchdog(ms)                    -> object with feed()
 
-Every blocking network call here is bounded by SOCKET_TIMEOUT_S, shorter
-than the watchdog, so a silent broker cannot hang the board.
+Every blocking network step here ends within STEP_MS (NTP within
+NTP_TIMEOUT_S), shorter than the watchdog, whatever the broker does: silent
+after accepting TCP, stalled mid-PUBACK, or trickling bytes. The library's
+own timeouts are not trusted (see _Bounded). DNS is bounded by lwIP only,
+so it runs once per Wi-Fi join as a step of its own.
 """
 
 import time
@@ -32,10 +36,17 @@ except ImportError:
     def const(x):
         return x
 
-SOCKET_TIMEOUT_S = const(5)
+# Every blocking network step (TCP connect, TLS handshake, CONNACK, a publish
+# and its PUBACK, PINGRESP) ends within STEP_MS; with the rest of a loop pass
+# that stays inside the 8 s watchdog, which the loop feeds between steps.
+STEP_MS = const(5000)
+NTP_TIMEOUT_S = const(2)
+_ETIMEDOUT = const(110)
 _PM_PERFORMANCE = const(0xA11140)  # CYW43 power saving off: a responsive link
 
 _wlan = None
+_addr = {}  # host name -> address, kept across Wi-Fi joins as a fallback
+_fresh = {}  # names resolved since the latest join
 _led = None
 _pins = []
 
@@ -93,6 +104,7 @@ def wifi_start(ssid, password):
     except (ValueError, OSError):
         pass
     _wlan.connect(ssid, password)
+    _fresh.clear()  # a new network may have other DNS answers
 
 
 def wifi_status():
@@ -111,11 +123,37 @@ def wifi_stop():
             pass
 
 
+def resolve(host):
+    """The address of `host`: asked of DNS once per Wi-Fi join, then kept.
+
+    umqtt.simple and ntptime call getaddrinfo on every connect; handed an
+    address they skip DNS. lwIP bounds a query itself (4 tries, about 7 s per
+    DNS server), so the link makes it a step of its own. If DNS fails, the
+    address from an earlier join is used."""
+    if host in _fresh:
+        return _addr[host]
+    import socket
+    try:
+        ip = socket.getaddrinfo(host, 0)[0][-1][0]
+    except OSError:
+        if host not in _addr:
+            raise
+        ip = _addr[host]
+    _addr[host] = ip
+    _fresh[host] = True
+    return ip
+
+
 def ntp_unix_ms(host):
-    ntptime.host = host
-    ntptime.timeout = 2
-    # ntptime.time() is whole seconds since 1970 on the rp2 port.
-    t = ntptime.time()
+    ntptime.host = _addr.get(host, host)
+    ntptime.timeout = NTP_TIMEOUT_S
+    try:
+        # ntptime.time() is whole seconds since 1970 on the rp2 port.
+        t = ntptime.time()
+    except OSError:
+        # A pool server may be gone for good: ask DNS again next time.
+        _fresh.pop(host, None)
+        raise
     # Set the RTC too: mbedTLS checks certificate dates against it, and at its
     # 2021-01-01 power-on value every CA-verified connect would fail.
     tm = time.gmtime(t)
@@ -123,73 +161,152 @@ def ntp_unix_ms(host):
     return t * 1000
 
 
-class _TimedSockets:
-    """Stands in for the socket module inside umqtt.simple so that every
-    socket it makes (connect included) has a timeout."""
+class _Deadline:
+    """When the current network step must be over (ticks_ms); at most STEP_MS ahead."""
 
-    def __init__(self, module):
+    def __init__(self):
+        self.at = time.ticks_ms()
+
+    def start(self):
+        self.at = time.ticks_add(time.ticks_ms(), STEP_MS)
+
+    def left_s(self):
+        left = time.ticks_diff(self.at, time.ticks_ms())
+        if left <= 0:
+            raise OSError(_ETIMEDOUT)
+        return left / 1000
+
+
+class _Bounded:
+    """The socket umqtt.simple talks through: every wait ends at the step's
+    deadline, whatever umqtt does to the timeout. (Since 1.5 its connect()
+    sets the timeout it is given, None by default, and wait_msg() makes the
+    socket blocking after its first read: on its own, a broker that stalls
+    mid-PUBACK would hold the board until the watchdog fires.)
+
+    `stream` is what umqtt reads and writes (the TCP socket, or the TLS
+    socket over it); `raw` is the TCP socket whose timeout bounds both."""
+
+    def __init__(self, stream, raw, deadline):
+        self.stream = stream
+        self.raw = raw
+        self._d = deadline
+        self._poll = False
+
+    def settimeout(self, t):
+        pass  # the deadline rules
+
+    def setblocking(self, flag):
+        self._poll = not flag
+        if self._poll:
+            self.raw.setblocking(False)  # check_msg(): a read returns None when nothing came
+
+    def _arm(self):
+        self.raw.settimeout(self._d.left_s())
+
+    def connect(self, addr):
+        self._arm()
+        self.raw.connect(addr)
+
+    def write(self, buf, n=-1):
+        if n >= 0:
+            buf = memoryview(buf)[:n]
+        if not self._poll:
+            self._arm()
+        return self.stream.write(buf)
+
+    def read(self, n):
+        if self._poll:
+            return self.stream.read(n)
+        out = b""
+        while len(out) < n:
+            self._arm()
+            # Byte by byte for MQTT's small fields, so a broker trickling bytes
+            # cannot stretch one read past the deadline.
+            b = self.stream.read(1 if n <= 8 else n - len(out))
+            if not b:
+                break  # end of stream: umqtt sees it as b"" or a short read
+            out += b
+        return out
+
+    def close(self):
+        self.stream.close()
+
+
+class _Sockets:
+    """Stands in for the socket module inside umqtt.simple: its sockets are _Bounded."""
+
+    def __init__(self, module, deadline):
         self._m = module
-        self.getaddrinfo = module.getaddrinfo
+        self._d = deadline
 
     def socket(self, *args):
-        s = self._m.socket(*args)
-        s.settimeout(SOCKET_TIMEOUT_S)
-        return s
+        raw = self._m.socket(*args)
+        return _Bounded(raw, raw, self._d)
+
+    def getaddrinfo(self, *args):
+        return self._m.getaddrinfo(*args)
 
 
-class _PinnedContext:
-    """The SSLContext umqtt.simple gets when MQTT_CERT_SHA256 is set: after the
-    handshake and before CONNECT (which carries the password) the server
-    certificate's SHA-256 must equal the pin."""
+class _Tls:
+    """The SSLContext umqtt.simple gets. The handshake runs under the step's
+    deadline and is told the broker's name (umqtt only knows its address);
+    with MQTT_CERT_SHA256 the certificate's SHA-256 must equal the pin before
+    CONNECT, which carries the password, is sent."""
 
-    def __init__(self, ctx, pin):
+    def __init__(self, ctx, hostname, pin, deadline):
         self._ctx = ctx
-        self._pin = pin.lower().replace(":", "")
+        self._host = hostname
+        self._pin = pin.lower().replace(":", "") if pin else ""
+        self._d = deadline
 
     def wrap_socket(self, sock, server_hostname=None):
-        import binascii
-        import hashlib
-        s = self._ctx.wrap_socket(sock, server_hostname=server_hostname)
-        der = s.getpeercert(True) if hasattr(s, "getpeercert") else None
-        if der is None or binascii.hexlify(hashlib.sha256(der).digest()).decode() != self._pin:
-            s.close()
-            raise OSError("mqtt: the broker's certificate does not match MQTT_CERT_SHA256")
-        return s
+        raw = sock.raw
+        raw.settimeout(self._d.left_s())
+        s = self._ctx.wrap_socket(raw, server_hostname=self._host)
+        if self._pin:
+            import binascii
+            import hashlib
+            der = s.getpeercert(True) if hasattr(s, "getpeercert") else None
+            if der is None or binascii.hexlify(hashlib.sha256(der).digest()).decode() != self._pin:
+                s.close()
+                raise OSError("mqtt: the broker's certificate does not match MQTT_CERT_SHA256")
+        return _Bounded(s, raw, self._d)
 
 
 class _Mqtt:
-    """umqtt.simple with timeouts, errors as OSError, and a fresh packet id."""
+    """umqtt.simple 1.8 with a deadline on every step, errors as OSError,
+    the broker's address resolved once per join, and a fresh packet id."""
 
     def __init__(self, settings, client_id, will_topic):
         import socket
         from umqtt import simple
-        simple.socket = _TimedSockets(socket)
-        ssl_ctx = None
+        self._d = _Deadline()
+        simple.socket = _Sockets(socket, self._d)
+        host = settings["mqtt_server"]
+        tls = None
         if settings["mqtt_tls"]:
             import ssl
-            ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             if settings["mqtt_ca_file"]:
-                ssl_ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.verify_mode = ssl.CERT_REQUIRED
                 try:
-                    ssl_ctx.load_verify_locations(cafile=settings["mqtt_ca_file"])
+                    ctx.load_verify_locations(cafile=settings["mqtt_ca_file"])
                 except ValueError as e:  # "invalid cert": the link catches OSError only
                     raise OSError("mqtt: MQTT_CA_FILE %s is not a certificate (%s)" % (settings["mqtt_ca_file"], e))
             else:
-                ssl_ctx.verify_mode = ssl.CERT_NONE
-            if settings.get("mqtt_cert_sha256"):
-                ssl_ctx = _PinnedContext(ssl_ctx, settings["mqtt_cert_sha256"])
+                ctx.verify_mode = ssl.CERT_NONE
+            tls = _Tls(ctx, host, settings.get("mqtt_cert_sha256"), self._d)
         # umqtt.simple sizes every field with len(): give it bytes, not characters.
         self.c = simple.MQTTClient(
-            client_id.encode(), settings["mqtt_server"], settings["mqtt_port"],
+            client_id.encode(), resolve(host), settings["mqtt_port"],
             user=settings["mqtt_user"].encode() or None, password=settings["mqtt_pass"].encode() or None,
-            keepalive=settings["mqtt_keepalive"], ssl=ssl_ctx)
+            keepalive=settings["mqtt_keepalive"], ssl=tls)
         self.c.set_last_will(will_topic.encode(), b"offline", retain=True, qos=1)
 
-    def _guard(self, fn, *args):
+    def _step(self, fn, *args):
+        self._d.start()
         try:
-            if self.c.sock is not None:
-                # wait_msg() leaves the socket blocking; put the timeout back.
-                self.c.sock.settimeout(SOCKET_TIMEOUT_S)
             return fn(*args)
         except OSError:
             raise
@@ -197,7 +314,8 @@ class _Mqtt:
             raise OSError("mqtt: %r" % (e,))
 
     def connect(self):
-        return self._guard(self.c.connect, True)
+        # The timeout argument matters: without it umqtt makes the socket blocking.
+        return self._step(self.c.connect, True, STEP_MS / 1000)
 
     def publish(self, topic, payload, retain=False, qos=1):
         if self.c.pid >= 65000:
@@ -207,24 +325,25 @@ class _Mqtt:
             topic = topic.encode()
         if isinstance(payload, str):
             payload = payload.encode()
-        self._guard(self.c.publish, topic, payload, retain, qos)
+        self._step(self.c.publish, topic, payload, retain, qos)
+
+    def _ping(self):
+        self.c.ping()
+        # umqtt leaves the PINGRESP unread; wait for it, so a broker that has
+        # stopped answering is found within the deadline.
+        while True:
+            op = self.c.wait_msg()
+            if op is None:
+                return
+            if op == 0x40:
+                self.c.sock.read(3)  # a late PUBACK: its length and packet id
 
     def ping(self):
-        self._guard(self.c.ping)
-        # Drain a PINGRESP without blocking, so replies do not pile up.
-        self.c.sock.setblocking(False)
-        try:
-            self.c.check_msg()
-        except OSError:
-            pass
-        except Exception:
-            pass
+        self._step(self._ping)
 
     def close(self):
-        try:
-            self.c.disconnect()
-        except Exception:
-            pass
+        # No DISCONNECT: the link drops a client only after a failure, and then
+        # the broker should publish the last will ('offline'). Closing never blocks.
         try:
             self.c.sock.close()
         except Exception:
@@ -251,3 +370,59 @@ def watchdog(ms):
     if not ms:
         return _NoWatchdog()
     return machine.WDT(timeout=ms)
+
+
+# --- durability and health (H-durable) ---------------------------------------
+# RP2040 watchdog SCRATCH0-3: kept through a watchdog reset, machine.reset()
+# and a soft reset, cleared by a power cut (the SDK's reboot uses 4-7).
+# Addresses as constants: the pulse IRQ writes them, and arithmetic on a value
+# above 2^30 would allocate there.
+_SCRATCH = (0x4005800C, 0x40058010, 0x40058014, 0x40058018)
+
+
+def scratch_read(i):
+    return machine.mem32[_SCRATCH[i]]
+
+
+def scratch_write(i, value):
+    machine.mem32[_SCRATCH[i]] = value
+
+
+def reset_cause():
+    """1 after a watchdog reset, 2 otherwise (soft reset, machine.reset())."""
+    return 1 if machine.reset_cause() == machine.WDT_RESET else 2
+
+
+def heap_free():
+    import gc
+    gc.collect()
+    return gc.mem_free()
+
+
+def wifi_rssi():
+    try:
+        return _wlan.status("rssi") if _wlan is not None and _wlan.isconnected() else 0
+    except (OSError, ValueError):
+        return 0
+
+
+_retained = [None]
+
+
+def _keep_retained(topic, msg):
+    _retained[0] = (topic, msg)
+
+
+def mqtt_retained(client, topic):
+    """The retained message on `topic`, or None. A broker sends the retained
+    message right after SUBACK and before it answers a later PINGREQ, so the
+    PINGRESP ends the wait with no timeout of its own. umqtt.simple has no
+    unsubscribe: the board's own later publishes on the topic come back and
+    land in this callback, harmlessly."""
+    t = topic.encode()
+    _retained[0] = None
+    client.c.set_callback(_keep_retained)
+    client._step(client.c.subscribe, t, 0)
+    client._step(client._ping)
+    got = _retained[0]
+    return got[1] if got is not None and got[0] == t else None

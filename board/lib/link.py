@@ -2,14 +2,20 @@
 
     WIFI    joining Wi-Fi (bounded by WIFI_TIMEOUT_S)
     CLOCK   asking NTP for the time (at boot and every NTP_INTERVAL_S)
-    BROKER  connecting to the MQTT broker, last will on the availability topic
+    BROKER  connecting to the MQTT broker, last will on the availability topic:
+            one step each for DNS, CONNECT, one queued reading, the retained
+            'online', and each connect hook (Home Assistant discovery)
     ONLINE  publishing queued readings, oldest first, QoS 1
     OFFLINE waiting out a backoff (1 s doubling to 60 s) after a failure
 
 It is the one place that catches network errors and decides to reconnect.
-It never waits for long: each call does at most one blocking operation of at
-most the socket timeout, or a burst of publishes capped at BURST_MS, so the
-loop keeps reading pulses and closing report windows during any outage.
+It never waits for long: each call does at most one blocking operation, each
+bounded by the board's deadline (board.STEP_MS, shorter than the watchdog),
+or a burst of publishes capped at BURST_MS with the watchdog fed between
+them, so the loop keeps reading pulses and closing report windows during any
+outage and a slow or stalled broker never starves the watchdog. A reading
+leaves the queue only once the broker has acknowledged it (PUBACK).
+Names (broker, NTP server) are resolved once per Wi-Fi join (board.resolve).
 Readings are published only once the clock is synced, stamped with the time
 they were measured.
 """
@@ -40,8 +46,9 @@ class Link:
         self.client = None
         self.published = 0
         self.failures = 0
-        self.on_connect = []  # callables(client), run after each broker connect
+        self.on_connect = []  # callables(client, feed), one step each after a broker connect; feed between publishes
         self._joining = False
+        self._phase = 0  # the step reached within CLOCK, BROKER, or a resync while ONLINE
         self._since = 0
         self._retry_at = 0
         self._next_ntp = 0
@@ -52,6 +59,7 @@ class Link:
         if state != self.state:
             self.log("link: %s -> %s" % (self.state, state))
             self.state = state
+            self._phase = 0
 
     def _fail(self, now, what, err):
         delay = BACKOFF_MIN_MS << min(self.failures, 6)
@@ -80,7 +88,7 @@ class Link:
         elif st == "CLOCK":
             self._clock(now)
         elif st == "BROKER":
-            self._broker(now)
+            self._broker(now, feed)
         elif st == "ONLINE":
             self._online(now, feed)
 
@@ -113,6 +121,11 @@ class Link:
 
     def _clock(self, now):
         try:
+            if self._phase == 0:
+                # DNS is a step of its own: lwIP bounds it, not the socket deadline.
+                self.board.resolve(self.s["ntp_host"])
+                self._phase = 1
+                return
             self._sync(now)
         except (OSError, ValueError) as e:
             if self.wall.synced:
@@ -126,19 +139,45 @@ class Link:
             self.log("clock: synced, unix %d" % self.wall.unix_s(self.mono_ms()))
         self._go("BROKER")
 
-    def _broker(self, now):
+    def _broker(self, now, feed):
+        phase = self._phase
         try:
-            self.client = self.board.mqtt_client(self.s, self._client_id, self.s["availability_topic"])
-            self.client.connect()
-            self.client.publish(self.s["availability_topic"], b"online", True, 1)
-            for hook in self.on_connect:
-                hook(self.client)
+            if phase == 0:
+                self.board.resolve(self.s["mqtt_server"])
+            elif phase == 1:
+                self.client = self.board.mqtt_client(self.s, self._client_id, self.s["availability_topic"])
+                self.client.connect()
+                self._last_tx = now
+            elif phase == 2:
+                # One reading before anything else: a broker that drops the
+                # connection after every publish still drains the queue.
+                if self.outbox.size:
+                    self._publish_oldest(now, [ch.total() for ch in self.channels])
+            elif phase == 3:
+                self.client.publish(self.s["availability_topic"], b"online", True, 1)
+                self.failures = 0
+            elif phase - 4 < len(self.on_connect):
+                self.on_connect[phase - 4](self.client, feed)
+            else:
+                self._go("ONLINE")
+                return
         except OSError as e:
             self._fail(now, "broker %s:%d" % (self.s["mqtt_server"], self.s["mqtt_port"]), e)
             return
-        self.failures = 0
+        self._phase = phase + 1
+
+    def _publish_oldest(self, now, totals):
+        """Publish the oldest queued reading; it leaves the queue once acknowledged."""
+        idx, t, watts, pulses = self.outbox.peek(now, totals)
+        ch = self.channels[idx]
+        payload = message.reading(watts, self.wall.unix_s(t), ch.series, self.s["hostname"], pulses, ch.imp)
+        self.client.publish(self.s["mqtt_topic"], payload, False, 1)
+        self.outbox.pop()
+        self.published += 1
+        if self.published == 1:
+            self.log("publish: first reading on '%s'" % self.s["mqtt_topic"])
         self._last_tx = now
-        self._go("ONLINE")
+        self.failures = 0
 
     def _online(self, now, feed):
         if self.board.wifi_status() != 3:
@@ -147,25 +186,25 @@ class Link:
             self._go("WIFI")
             return
         if now >= self._next_ntp:
-            # Resync in place: the broker connection stays up.
+            # Resync in place (the broker connection stays up): DNS, then NTP,
+            # each a step of its own.
             try:
+                if self._phase == 0:
+                    self.board.resolve(self.s["ntp_host"])
+                    self._phase = 1
+                    return
+                self._phase = 0
                 self._sync(now)
             except (OSError, ValueError) as e:
+                self._phase = 0
                 self.log("clock: resync failed (%s); keeping the old time" % e)
                 self._next_ntp = now + BACKOFF_MAX_MS
+            return
         try:
             start = self.mono_ms()
             totals = [ch.total() for ch in self.channels]
             while self.outbox.size and self.mono_ms() - start < BURST_MS:
-                idx, t, watts, pulses = self.outbox.peek(now, totals)
-                ch = self.channels[idx]
-                payload = message.reading(watts, self.wall.unix_s(t), ch.series, self.s["hostname"], pulses, ch.imp)
-                self.client.publish(self.s["mqtt_topic"], payload, False, 1)
-                self.outbox.pop()
-                self.published += 1
-                if self.published == 1:
-                    self.log("publish: first reading on '%s'" % self.s["mqtt_topic"])
-                self._last_tx = now
+                self._publish_oldest(now, totals)
                 feed()
             if now - self._last_tx >= self.s["mqtt_keepalive"] * 500:
                 self.client.ping()
