@@ -87,7 +87,7 @@ def telegraf(broker, topics, db="telegraf", influx_url="http://127.0.0.1:8086", 
 
 DAY_S = 86400
 QUEUED_BYTES_PER_MESSAGE = 512   # a reading's payload is ~170 bytes; room for revisions and longer names
-RAM_BYTES_PER_MESSAGE = 400      # Mosquitto's own estimate per queued message, payload included
+RAM_BYTES_PER_MESSAGE = 510      # Mosquitto 2.0.11's resident memory per queued reading (bench/mosquitto_queue.py)
 
 
 def queue_day(meters, interval_s):

@@ -58,14 +58,15 @@ def influx_query(influxdb):
 
 @pytest.fixture
 def start_bridge(mosquitto, tmp_path):
-    """start_bridge(sink, topics=[TOPIC], **Bridge options) -> a started in-process Bridge on the
-    `mosquitto` fixture, spooling to tmp_path/spool; every bridge is stopped after the test."""
+    """start_bridge(sink, topics=[TOPIC], broker=None, **Bridge options) -> a started in-process
+    Bridge on the `mosquitto` fixture (or `broker`, a URL), spooling to tmp_path/spool; every
+    bridge is stopped after the test."""
     started = []
 
-    def start(sink, topics=(TOPIC,), **kw):
+    def start(sink, topics=(TOPIC,), broker=None, **kw):
         kw.setdefault("spool_dir", str(tmp_path / "spool"))
         kw.setdefault("client_id", "test-bridge")
-        b = Bridge(mosquitto.url, list(topics), sink, **kw).start()
+        b = Bridge(broker or mosquitto.url, list(topics), sink, **kw).start()
         started.append(b)
         return b
 

@@ -187,13 +187,16 @@ class Mosquitto(_Server):
     key)` adds a TLS listener on `tls_port` (see `make_test_certs`).
     Persistence (sessions, queued QoS 1 messages, retained messages) is kept
     in the temp dir and saved on stop(), so it survives restart().
+    `conf_text` runs a whole mosquitto.conf of yours instead (e.g. what
+    `picopower config mosquitto` prints), whose listener must be `port`.
     """
 
     name = "mosquitto"
 
     def __init__(self, port=None, password_file=None, allow_anonymous=None, tls=None, tls_port=None,
-                 extra_config="", workdir=None):
+                 extra_config="", workdir=None, conf_text=None):
         super().__init__(workdir)
+        self.conf_text = conf_text
         self.port = port or free_port()
         self.password_file = password_file
         self.allow_anonymous = (password_file is None) if allow_anonymous is None else allow_anonymous
@@ -213,6 +216,11 @@ class Mosquitto(_Server):
         return "mqtts://%s:%d" % (HOST, self.tls_port) if self.tls else None
 
     def _write_config(self):
+        if self.conf_text is not None:
+            # as root Mosquitto drops to the `mosquitto` user, who cannot write our temp dir
+            with open(self.conf_path, "w") as f:
+                f.write(self.conf_text + ("\nuser root\n" if os.geteuid() == 0 else ""))
+            return
         lines = [
             "per_listener_settings false",
             "allow_anonymous %s" % ("true" if self.allow_anonymous else "false"),

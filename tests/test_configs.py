@@ -2,7 +2,7 @@
 
 import json
 import os
-import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -15,8 +15,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from picopower import cli, configs
+from picopower.firmware import message
+from picopower.sinks import SqliteSink
+from tests import servers
 
-MOSQUITTO = "/usr/sbin/mosquitto"
 PASSWD = "/usr/bin/mosquitto_passwd"
 
 
@@ -71,41 +73,6 @@ def test_config_rejects_a_wildcard_data_topic_for_the_acl_with_one_line(capsys):
 
 # --- mosquitto.conf, really started ---------------------------------------
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Broker:
-    def __init__(self, conf_text, tmp):
-        self.conf = tmp / "mosquitto.conf"
-        if os.geteuid() == 0:
-            # As root Mosquitto switches to the `mosquitto` user, who cannot read pytest's temp dir.
-            conf_text += "user root\n"
-        self.conf.write_text(conf_text)
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.time() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    out = self.proc.communicate()[0].decode(errors="replace")
-                    raise RuntimeError("mosquitto did not start: " + out)
-                time.sleep(0.05)
-
-    @property
-    def port(self):
-        return int(self.conf.read_text().split("listener ")[1].split()[0])
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(5)
-
-
 def _client(port, user=None, password=None):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     if user:
@@ -120,37 +87,26 @@ def _client(port, user=None, password=None):
     return c, got
 
 
-def _wait_for(pred, timeout=5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @pytest.mark.servers
 def test_generated_anonymous_mosquitto_conf_starts_and_carries_a_reading(tmp_path, capsys):
-    port = _free_port()
-    broker = _Broker(_out(capsys, "mosquitto", "--broker", "mqtt://127.0.0.1:%d" % port, "--bind", "127.0.0.1"),
-                     tmp_path)
-    try:
+    port = servers.free_port()
+    conf = _out(capsys, "mosquitto", "--broker", "mqtt://127.0.0.1:%d" % port, "--bind", "127.0.0.1",
+                "--data-dir", str(tmp_path / "data"))
+    with servers.Mosquitto(port=port, conf_text=conf):
         sub, got = _client(port)
         sub.subscribe("home/power", 1)
         time.sleep(0.2)
         pub, _ = _client(port)
         pub.publish("home/power", '{"power": 12.5}', qos=1).wait_for_publish(5)
-        assert _wait_for(lambda: ("home/power", '{"power": 12.5}') in got)
+        servers.wait_until(lambda: ("home/power", '{"power": 12.5}') in got, what="the reading")
         for c in (sub, pub):
             c.disconnect()
             c.loop_stop()
-    finally:
-        broker.stop()
 
 
 @pytest.mark.servers
 def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_its_topics(tmp_path, capsys):
-    port = _free_port()
+    port = servers.free_port()
     pw = tmp_path / "passwd"
     for i, (user, password) in enumerate((("telegraf", "readpw"), ("kitchen", "k1"), ("garage", "g1"))):
         subprocess.run([PASSWD, "-b"] + (["-c"] if i == 0 else []) + [str(pw), user, password], check=True)
@@ -159,10 +115,9 @@ def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_i
     os.chmod(pw, 0o600)
     os.chmod(acl_path, 0o600)
     conf = _out(capsys, "mosquitto", "--broker", "mqtt://127.0.0.1:%d" % port, "--bind", "127.0.0.1",
-                "--password-file", str(pw), "--acl", str(acl_path))
+                "--password-file", str(pw), "--acl", str(acl_path), "--data-dir", str(tmp_path / "data"))
     assert "allow_anonymous false" in conf
-    broker = _Broker(conf, tmp_path)
-    try:
+    with servers.Mosquitto(port=port, conf_text=conf):
         anon, got_anon = _client(port)
         assert got_anon[0][0] == "connect" and got_anon[0][1].is_failure  # not authorised
         anon.loop_stop()
@@ -174,7 +129,7 @@ def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_i
         for topic, payload in (("home/power", "kitchen reading"), ("picopower/kitchen/status", "online"),
                                ("picopower/garage/status", "spoofed offline"), ("home/other", "stray")):
             kitchen.publish(topic, payload, qos=1).wait_for_publish(5)
-        assert _wait_for(lambda: ("picopower/kitchen/status", "online") in got)
+        servers.wait_until(lambda: ("picopower/kitchen/status", "online") in got, what="kitchen's status")
         time.sleep(0.3)
         received = [m for m in got if m[0] != "connect"]
         assert ("home/power", "kitchen reading") in received
@@ -182,8 +137,6 @@ def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_i
         for c in (reader, kitchen):
             c.disconnect()
             c.loop_stop()
-    finally:
-        broker.stop()
 
 
 def test_acl_text_names_each_board_and_its_status_topic():
@@ -191,3 +144,35 @@ def test_acl_text_names_each_board_and_its_status_topic():
     assert "user a\ntopic write home/power\ntopic write picopower/a/status" in text
     assert "user b\ntopic write home/power\ntopic write picopower/b/status" in text
     assert "picopower/b/status\ntopic write home/power/revised" in text
+
+
+def test_mosquitto_conf_queue_holds_a_day_of_the_fleet_8640_readings_per_meter_at_10_s(capsys):
+    one = _out(capsys, "mosquitto")
+    assert "max_queued_messages 8640\n" in one and "persistence true\n" in one
+    fleet = _out(capsys, "mosquitto", "--meters", "1000", "--interval", "30")
+    assert "max_queued_messages 2880000\n" in fleet
+    assert "max_queued_bytes %d\n" % (2880000 * configs.QUEUED_BYTES_PER_MESSAGE) in fleet
+    assert "about %.1f MB of RAM" % (2880000 * configs.RAM_BYTES_PER_MESSAGE / 1e6) in fleet
+    assert cli.main(["config", "mosquitto", "--interval", "0"]) == 2
+    assert "--interval must be 1-3600" in capsys.readouterr().err
+
+
+@pytest.mark.servers
+def test_1500_readings_published_while_the_bridge_is_stopped_are_all_stored_with_the_generated_conf(
+        tmp_path, capsys, start_bridge):
+    port = servers.free_port()
+    conf = _out(capsys, "mosquitto", "--broker", "mqtt://127.0.0.1:%d" % port, "--bind", "127.0.0.1",
+                "--data-dir", str(tmp_path / "data"))
+    path = str(tmp_path / "power.db")
+    url = "mqtt://127.0.0.1:%d" % port
+    t0 = int(time.time()) - 3600
+    readings = [message.reading(100.0 + k % 50, t0 + k, "power", "pico-1", 1000 + k, 1000) for k in range(1500)]
+    with servers.Mosquitto(port=port, conf_text=conf):
+        start_bridge(SqliteSink(path), broker=url).stop()  # its persistent session now waits for it
+        servers.publish(url, "home/power", readings, timeout=60)
+        bridge = start_bridge(SqliteSink(path), broker=url)
+        servers.wait_until(lambda: bridge.counters()["written"] >= 1500, timeout=20,
+                           what="1500 stored (Mosquitto's default queue keeps 1000)")
+    with sqlite3.connect(path) as db:
+        stored = db.execute("SELECT time, power FROM points ORDER BY time").fetchall()
+    assert stored == [(float(t0 + k), 100.0 + k % 50) for k in range(1500)]

@@ -5,12 +5,14 @@ import json
 import sys
 
 from picopower import configs
+from picopower.errors import UserError
 from picopower.urls import parse_broker
 
 EXAMPLE = """examples:
   picopower config telegraf --broker mqtt://192.168.1.10 --topic home/power > telegraf.conf
   picopower config mosquitto > mosquitto.conf                  # anonymous, as in the original project
   picopower config mosquitto --password-file /etc/mosquitto/passwd --acl /etc/mosquitto/acl
+  picopower config mosquitto --meters 200 --interval 10     # queues a day of 200 meters for a stopped bridge
   picopower config acl --host kitchen --host garage --topic home/power > /etc/mosquitto/acl
   picopower config grafana --series power > dashboard.json     # Grafana: Dashboards > Import
 
@@ -42,6 +44,12 @@ def register(sub):
                    help="mosquitto: restrict topics with the ACL file F (print one with `config acl`)")
     p.add_argument("--reader", default="telegraf", metavar="USER", help="acl: the account that reads everything")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="mosquitto: listen address (0.0.0.0)")
+    p.add_argument("--meters", type=int, default=1, metavar="N",
+                   help="mosquitto: meters (channels) publishing; the queue holds a day of their readings (1)")
+    p.add_argument("--interval", type=int, default=10, metavar="S",
+                   help="mosquitto: the boards' REPORT_INTERVAL_S (10)")
+    p.add_argument("--data-dir", default="/var/lib/mosquitto", metavar="D",
+                   help="mosquitto: where it saves sessions and queued messages (/var/lib/mosquitto)")
     p.set_defaults(func=run)
 
 
@@ -70,7 +78,7 @@ def render(args):
     topics = args.topic or ["home/power"]
     hosts = args.host or ["picopower"]
     _check_names(topics, args.series, hosts, filters=args.kind == "telegraf")
-    for name in ("password_file", "acl"):
+    for name in ("password_file", "acl", "data_dir"):
         _check_path("--" + name.replace("_", "-"), getattr(args, name))
     if not args.db or any(c in args.db for c in "\"\n\r"):
         raise ValueError("--db must be a database name, got %r" % args.db)
@@ -80,7 +88,12 @@ def render(args):
         if broker.tls:
             raise ValueError("mosquitto: only plain mqtt:// listeners are generated; "
                              "see the Mosquitto docs for certfile/keyfile")
-        return configs.mosquitto(broker.port, args.bind, args.password_file, args.acl)
+        if not 1 <= args.meters <= 10000000:
+            raise UserError("--meters must be 1-10000000, got %d" % args.meters)
+        if not 1 <= args.interval <= 3600:
+            raise UserError("--interval must be 1-3600 seconds (REPORT_INTERVAL_S), got %d" % args.interval)
+        return configs.mosquitto(broker.port, args.bind, args.password_file, args.acl, args.data_dir or "/",
+                                 args.meters, args.interval)
     if args.kind == "acl":
         if len(topics) != 1:
             raise ValueError("acl: give exactly one --topic (the boards' MQTT_TOPIC)")
