@@ -93,8 +93,15 @@ class _WLAN:
         return True
 
 
-@pytest.fixture
-def board(monkeypatch, umqtt, net, clock):
+def load_board(monkeypatch, net, clock):
+    """board.py over the umqtt.simple 1.8 stand-in, `net`'s sockets and `clock`'s ticks."""
+    sys.modules.pop("tests.umqtt_simple_1_8", None)
+    simple = importlib.import_module("tests.umqtt_simple_1_8")
+    simple.socket = net.module()
+    pkg = types.ModuleType("umqtt")
+    pkg.simple = simple
+    monkeypatch.setitem(sys.modules, "umqtt", pkg)
+    monkeypatch.setitem(sys.modules, "umqtt.simple", simple)
     machine = types.ModuleType("machine")
     machine.RTC = lambda: types.SimpleNamespace(datetime=lambda t: None)
     network = types.ModuleType("network")
@@ -109,7 +116,12 @@ def board(monkeypatch, umqtt, net, clock):
     monkeypatch.setitem(sys.modules, "socket", net.module())
     mod = firmware.load("board", fresh=True)
     mod.time = clock
-    yield mod
+    return mod
+
+
+@pytest.fixture
+def board(monkeypatch, net, clock):
+    yield load_board(monkeypatch, net, clock)
     firmware.unload("board")
 
 

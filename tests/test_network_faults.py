@@ -1,0 +1,150 @@
+"""The whole firmware against misbehaving brokers: App on a virtual Pico whose MQTT client
+is the real board.py over umqtt.simple 1.8 (tests/umqtt_simple_1_8.py) on MicroPython-like
+sockets (tests/fakenet.py), all on one virtual clock. The watchdog is instrumented: every
+feed is timed, and the longest gap must stay below WATCHDOG_MS (8 s), or the Pico would
+reset and lose its RAM queue. Every reading taken must reach the broker once the broker
+behaves again.
+"""
+
+import json
+
+import pytest
+
+from picopower import firmware
+from picopower.virtual import PulseSource, VirtualBoard, make_app, settings_for
+from tests.fakenet import Broker, Net
+from tests.test_board_layer import load_board
+
+BROKER = ("127.0.0.1", 1883)
+TOPIC = "home/power"
+
+
+class WatchedBoard(VirtualBoard):
+    """A virtual Pico whose watchdog times its feeds, and whose clock drives the fake network."""
+
+    def watchdog(self, ms):
+        self.wdt_ms = ms
+        self.last_feed = self.us
+        self.longest_gap_ms = 0
+        return self
+
+    def feed(self):
+        self.longest_gap_ms = max(self.longest_gap_ms, (self.us - self.last_feed) // 1000)
+        self.last_feed = self.us
+
+    # the clock fakenet waits on: pulses keep firing while a socket blocks
+    def now_us(self):
+        return self.us
+
+    def advance_to(self, us):
+        self.advance(us)
+
+    # MicroPython's `time` for board.py's deadlines
+    def ticks_add(self, t, delta):
+        return (t + delta) & ((1 << 30) - 1)
+
+    def ticks_diff(self, a, b):
+        return ((a - b + (1 << 29)) & ((1 << 30) - 1)) - (1 << 29)
+
+
+class Rig:
+    def __init__(self, monkeypatch, tmp_path, broker, discovery=False):
+        pulses = PulseSource(int(i * 1.8e6) for i in range(1, 100000))  # 2 kW at 1000 imp/kWh
+        self.board = WatchedBoard([pulses], None, str(tmp_path), 1_700_000_000)
+        self.net = Net(self.board)
+        self.net.peers[BROKER] = broker
+        self.broker = broker
+        self.hw = load_board(monkeypatch, self.net, self.board)
+        self.hw.time = self.board
+        settings = settings_for({"MQTT_SERVER": BROKER[0], "MQTT_TOPIC": TOPIC, "WATCHDOG_MS": 8000,
+                                 "HA_DISCOVERY": discovery, "QUEUE_SIZE": 2880})
+        self.board.mqtt_factory = lambda cid, will: self.hw.mqtt_client(settings, cid, will)
+        self.app = make_app(self.board, settings)
+
+    def run(self, seconds):
+        """The firmware's own main loop (app.run) for `seconds` of virtual time."""
+        end = self.board.us + seconds * 1000000
+        while self.board.us < end:
+            self.board.sleep_ms(self.app.step())
+
+    def readings_received(self):
+        stamps = set()
+        for topic, payload, retain, qos in self.broker.published:
+            if topic == TOPIC:
+                stamps.add(json.loads(payload)["timestamp"])
+        return len(stamps)
+
+    def run_until_drained(self, limit_s=3600):
+        for _ in range(limit_s // 10):
+            if self.app.outbox.size == 0 and self.app.link.state == "ONLINE":
+                return
+            self.run(10)
+
+
+@pytest.fixture(autouse=True)
+def _unload():
+    yield
+    firmware.unload("board")
+
+
+def test_a_silent_broker_for_5_minutes_costs_no_reading_and_no_watchdog_reset(monkeypatch, tmp_path):
+    rig = Rig(monkeypatch, tmp_path, Broker(silent=True))
+    rig.run(300)
+    assert rig.app.outbox.size >= 29 and rig.broker.connects  # it kept trying
+    rig.broker.heal()
+    rig.run_until_drained()
+    assert rig.readings_received() == rig.app.readings >= 30
+    assert rig.board.longest_gap_ms < 8000
+
+
+def test_a_dead_broker_host_for_5_minutes_costs_no_reading_and_no_watchdog_reset(monkeypatch, tmp_path):
+    rig = Rig(monkeypatch, tmp_path, Broker(drops_syn=True))
+    rig.run(300)
+    rig.broker.heal()
+    rig.run_until_drained()
+    assert rig.readings_received() == rig.app.readings >= 30
+    assert rig.board.longest_gap_ms < 8000
+
+
+def test_a_broker_answering_in_2_2_s_with_discovery_on_costs_no_reading_and_no_watchdog_reset(
+        monkeypatch, tmp_path):
+    rig = Rig(monkeypatch, tmp_path, Broker(connack_ms=2200, puback_ms=2200), discovery=True)
+    rig.run(600)
+    assert any(t.startswith("homeassistant/") for t, _, _, _ in rig.broker.published)
+    rig.broker.heal()
+    rig.run_until_drained()
+    assert rig.readings_received() == rig.app.readings >= 55
+    assert rig.board.longest_gap_ms < 8000
+
+
+def test_a_broker_answering_in_4_2_s_costs_no_reading_and_no_watchdog_reset(monkeypatch, tmp_path):
+    rig = Rig(monkeypatch, tmp_path, Broker(connack_ms=4200, puback_ms=4200))
+    rig.run(600)
+    rig.broker.heal()
+    rig.run_until_drained()
+    assert rig.readings_received() == rig.app.readings >= 55
+    assert rig.board.longest_gap_ms < 8000
+
+
+def test_a_broker_stalling_mid_puback_with_30_readings_queued_loses_none(monkeypatch, tmp_path):
+    rig = Rig(monkeypatch, tmp_path, Broker(silent=True))
+    rig.run(305)
+    assert rig.app.outbox.size >= 30
+    rig.broker.heal()
+    rig.broker.stall_after = 3  # 'online' and two readings acknowledged, then half a PUBACK
+    rig.run(120)
+    assert rig.app.outbox.size >= 28
+    rig.broker.heal()
+    rig.run_until_drained()
+    assert rig.readings_received() == rig.app.readings >= 40
+    assert rig.board.longest_gap_ms < 8000
+
+
+def test_a_broker_closing_after_each_publish_still_gets_every_reading(monkeypatch, tmp_path):
+    rig = Rig(monkeypatch, tmp_path, Broker(close_after_publish=True))
+    rig.run(600)
+    assert rig.readings_received() >= rig.app.readings - 2  # one reading per connection keeps up
+    rig.broker.heal()
+    rig.run_until_drained()
+    assert rig.readings_received() == rig.app.readings >= 55
+    assert rig.board.longest_gap_ms < 8000
