@@ -69,3 +69,32 @@ def test_ring_overflow_keeps_the_count_exact_and_reports_lost_ticks():
     assert cap.count == 20
     assert cap.tick_of(11) is None
     assert cap.tick_of(12) == 12000
+
+
+def test_channel_total_and_estimator_keep_counting_past_2_to_the_30_pulses(tmp_path):
+    from picopower.firmware import app, clock as clock_mod
+
+    class Board:
+        def __init__(self, clk):
+            self.ticks_us = clk
+
+        def data_path(self, name):
+            return str(tmp_path / name)
+
+    clk = Clock()
+    spec = {"pin": 22, "pull": "up", "edge": "falling", "imp_per_kwh": 1000, "max_power_w": 24000,
+            "pulse_width_min_ms": 0, "pulse_width_max_ms": 0, "seriesname": "power", "name": "power"}
+    ch = app.Channel(0, spec, {"power_timeout_s": 300, "persist_interval_s": 600}, Board(clk), print)
+    mono = clock_mod.Monotonic(clk)
+    cap = ch.capture
+    cap.count = pulses.TOP - 9  # as if 2^30 - 10 pulses were counted since boot
+    ch.seen = pulses.TOP - 9
+    ch.ingest(mono, mono.now_us())
+    for k in range(1, 21):
+        clk.us = k * 1800000
+        cap.handler(None)
+        ch.ingest(mono, mono.now_us())
+    assert cap.count == 10  # the IRQ's own counter wrapped, as a small int
+    assert ch.total() == (1 << 30) + 10
+    assert ch.seen == (1 << 30) + 10
+    assert ch.estimator.last == 20 * 1800000

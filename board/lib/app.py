@@ -49,12 +49,12 @@ class Channel:
         self._board.pulse_input(s["pin"], s["pull"], s["edge"], self._width, self.capture.handler)
 
     def total(self):
-        return self.store.base + self.capture.count
+        return self.store.base + self.capture.total()
 
     def ingest(self, mono, now_us):
         """Feed the estimator every pulse up to `now_us`, oldest first."""
         cap = self.capture
-        count = cap.count
+        count = cap.total()  # unbounded: the IRQ's own count wraps at 2^30
         est = self.estimator
         lost = 0
         i = self.seen
@@ -67,6 +67,8 @@ class Channel:
             t = mono.place(tick)
             if t > now_us:
                 break
+            if est.last is not None and t < est.last:
+                t = est.last  # only a loop stalled past 17.9 min gets here
             if lost:
                 # Overwritten ticks: spread them evenly before this pulse.
                 start = est.last if est.last is not None else t
@@ -77,6 +79,7 @@ class Channel:
             est.pulse(t)
             i += 1
         self.seen = i
+        cap.settle()
 
 
 class App:

@@ -1,10 +1,14 @@
 """Time for the loop: an unbounded monotonic timeline and the wall clock.
 
 `Monotonic` extends the 30-bit `ticks_us` counter (which wraps every ~17.9
-min) into an integer that never wraps. It must be updated at least every ~8.9
-minutes, which the main loop does many times a second; pulse ticks taken by
-the interrupt are placed on the same timeline while they are younger than
-that, so a pulse interval of hours is still measured to the microsecond.
+min) into an integer that never wraps. Time only moves forward, so the
+difference between two readings is taken modulo the wrap: exact as long as
+the loop reads the clock at least every 2^30 us (17.9 min), which it does many
+times a second (and the watchdog resets a loop stalled for 8 s). Pulse ticks
+taken by the interrupt are placed on the same timeline by their age modulo
+the wrap, so a pulse up to 17.9 min old is placed to the microsecond; a tick
+older than that (a loop stalled for longer) is placed up to one wrap late, but
+never in the future: it is still counted, in order.
 
 `WallClock` maps that timeline to unix time once NTP has answered. Until
 then `synced` is False and readings keep their monotonic time; they are
@@ -12,7 +16,11 @@ stamped when they are published, so a reading taken before the first sync
 still gets the right unix time.
 """
 
-from ticks import ticks_us, ticks_diff
+from ticks import ticks_us, ticks_diff, TICKS_MASK
+
+# How far after the last reading a pulse tick may lie (the interrupt can fire
+# between the loop's clock reading and its look at the ring): 1 s, generously.
+AHEAD_US = 1 << 20
 
 # An NTP answer before 2020 is junk (a kiss-of-death reply reads as 1900 or 2036).
 EARLIEST_UNIX_S = 1577836800
@@ -26,7 +34,7 @@ class Monotonic:
 
     def now_us(self):
         t = self._clock()
-        self.us += ticks_diff(t, self._tick)
+        self.us += ticks_diff(t, self._tick) & TICKS_MASK
         self._tick = t
         return self.us
 
@@ -34,8 +42,10 @@ class Monotonic:
         return self.now_us() // 1000
 
     def place(self, tick):
-        """Monotonic microseconds of a recent tick (younger than ~8.9 min)."""
-        return self.us + ticks_diff(tick, self._tick)
+        """Monotonic microseconds of a tick taken at most AHEAD_US after the
+        last reading and less than 2^30 us - AHEAD_US before it."""
+        back = (ticks_diff(self._tick, tick) + AHEAD_US) & TICKS_MASK
+        return self.us + AHEAD_US - back
 
 
 class WallClock:

@@ -28,3 +28,4 @@ except ImportError:
         return (a + delta) & _MASK
 
 TICKS_PERIOD = 1 << 30
+TICKS_MASK = 0x3FFFFFFF  # a tick difference modulo the period: (d & TICKS_MASK)
