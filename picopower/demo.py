@@ -151,7 +151,9 @@ class Demo:
         from picopower.urls import parse_broker
         self.broker = EmbeddedBroker().start()
         try:
-            self.bridge = Bridge(self.broker.url, [TOPIC], SqliteSink(self.db), client_id="picopower-demo-bridge")
+            # The boards' revisions (TOPIC/revised) overwrite their live readings in the file.
+            self.bridge = Bridge(self.broker.url, [TOPIC, TOPIC + "/revised"], SqliteSink(self.db),
+                                 client_id="picopower-demo-bridge")
             self.bridge.start()
             self.monitor = Monitor(parse_broker(self.broker.url), [TOPIC], client_id="picopower-demo-view").start()
             self.sim = Simulation(self.broker.url, TOPIC, profile=lambda i: household_days(i), meters=self.n,

@@ -4,7 +4,10 @@
 (garbage included: it is counted, never raised) and keeps one `Meter` per
 (host, measurement) from the seed-format readings, and each host's
 availability from `picopower/<host>/status` (`online` / `offline`, retained,
-the last will). `Monitor` feeds it from a real broker with paho-mqtt.
+the last will). A message on a `.../revised` topic is a board's exact value
+for a past reading: it replaces that reading in the history (the sparkline
+shows what is stored) and leaves the current watts alone. `Monitor` feeds it
+from a real broker with paho-mqtt, subscribed to each topic's revisions too.
 The table itself is drawn by picopower.dashboard.
 """
 
@@ -16,6 +19,7 @@ from collections import deque
 from datetime import datetime
 
 STATUS_FILTER = "picopower/+/status"
+REVISED = "/revised"
 HISTORY = 240
 
 
@@ -28,7 +32,8 @@ class Meter:
         self.timestamp = None    # the reading's own time (unix s)
         self.last_seen = None    # when this PC received it (unix s)
         self.count = 0
-        self.history = deque(maxlen=HISTORY)  # (timestamp, watts)
+        self.revised = 0
+        self.history = deque(maxlen=HISTORY)  # (timestamp, watts), revised where the board sent one
         self._day = None
         self._day_start = None   # energy at the first reading of the reading's day
 
@@ -44,6 +49,14 @@ class Meter:
                 self._day = day
                 self._day_start = energy
             self.energy = energy
+
+    def revise(self, watts, timestamp):
+        """The board's exact value for the reading at `timestamp`."""
+        for i in range(len(self.history) - 1, -1, -1):
+            if self.history[i][0] == timestamp:
+                self.history[i] = (timestamp, watts)
+                self.revised += 1
+                return
 
     @property
     def today_kwh(self):
@@ -118,6 +131,10 @@ class Meters:
             energy = _number(data.get("energy"))
             key = (host, series)
             m = self.meters.get(key)
+            if topic.endswith(REVISED):
+                if m is not None:
+                    m.revise(watts, ts)
+                return
             if m is None:
                 m = self.meters[key] = Meter(host, series)
             m.update(watts, ts, energy, now)
@@ -139,7 +156,8 @@ class Monitor:
     def __init__(self, url, topics, status_filter=STATUS_FILTER, meters=None, client_id=""):
         import paho.mqtt.client as mqtt
         self.url = url
-        self.topics = list(topics)
+        from picopower.configs import with_revisions
+        self.topics = with_revisions(topics)
         self.status_filter = status_filter
         self.meters = meters or Meters(status_filter)
         self._connected = threading.Event()

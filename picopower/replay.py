@@ -3,13 +3,16 @@
 Reads one unix time (seconds, float) per line, fires each as an LED pulse
 into a virtual Pico whose clock starts NTP-synced at the first pulse, and
 yields the JSON messages the board would publish on its data topic, in
-order, stamped on the file's clock.
+order, stamped on the file's clock. With `revisions` it also yields the
+revisions the board publishes on its revision topic (board/lib/revisions.py),
+interleaved in the order the board publishes them: for each timestamp the
+first message is the live reading and the last one the value that is stored.
 """
 
 import math
 import tempfile
 
-from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, settings_for
+from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, run_until, settings_for
 
 
 class PulseFileError(ValueError):
@@ -36,28 +39,34 @@ def read_pulse_times(lines, name="pulses"):
     return times
 
 
-def replay(times, imp_per_kwh=1000, interval_s=10, max_power_w=24000, extra=None, step_ms=1000):
-    """Yield each data message (a JSON string) the board publishes, in order."""
+def replay(times, imp_per_kwh=1000, interval_s=10, max_power_w=24000, extra=None, step_ms=1000,
+           revisions=False):
+    """Yield each data message (a JSON string) the board publishes, in order;
+    with `revisions` its revisions too."""
     values = {"IMP_PER_KWH": imp_per_kwh, "REPORT_INTERVAL_S": interval_s,
               "MAX_POWER_W": max_power_w, "MQTT_TOPIC": "replay"}
     values.update(extra or {})
     settings = settings_for(values)
+    topics = {settings["mqtt_topic"]}
+    if revisions and settings["revision_topic"]:
+        topics.add(settings["revision_topic"])
     start = times[0]
     start_us = [int(round((t - start) * 1e6)) for t in times]
     out = []
 
     def sink(topic, payload, retain):
-        if topic == settings["mqtt_topic"]:
+        if topic in topics:
             out.append(payload)
 
+    interval_us = settings["report_interval_s"] * 1000000
     with tempfile.TemporaryDirectory(prefix="picopower-replay-") as data:
         board = VirtualBoard([PulseSource(start_us)], lambda cid, will: RecordingClient(sink), data, start)
         app = make_app(board, settings)
-        end = start_us[-1] + settings["report_interval_s"] * 1000000
+        end = start_us[-1] + interval_us
         while board.us < end or app.outbox.size:
-            app.step()
-            board.advance(board.us + min(app.idle_ms(), step_ms) * 1000 + 1)
-            while out:
-                yield out.pop(0)
+            run_until(app, board, board.us + interval_us, step_ms)
+            for payload in out:
+                yield payload
+            del out[:]
             if board.us > end + 600 * 1000000:
                 break

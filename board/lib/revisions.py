@@ -87,9 +87,10 @@ class Revisions:
         self._w_us = J_US_PER_KWH / imp_per_kwh  # one pulse, in watt-microseconds
         self.slots = slots
         self._emit = emit
-        self._end = array("L", [0]) * slots      # window end, monotonic ms mod 2**32
-        self._watts = array("f", [0.0]) * slots  # as published
-        self._total = array("L", [0]) * slots    # pulse total of the live reading, mod 2**32
+        # Filled from a generator: no temporary list as long as the array.
+        self._end = array("I", (0 for _ in range(slots)))      # window end, monotonic ms mod 2**32
+        self._watts = array("f", (0.0 for _ in range(slots)))  # as published
+        self._total = array("I", (0 for _ in range(slots)))    # pulse total of the live reading, mod 2**32
         self._head = 0
         self.pending = 0
         self._head_start = 0   # monotonic ms where the oldest pending window starts

@@ -30,7 +30,8 @@ def register(sub):
                        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--broker", required=True, metavar="URL", help="mqtt://[user:pass@]host[:port] or mqtts://")
     p.add_argument("--topic", required=True, action="append", metavar="T",
-                   help="topic filter to subscribe to (repeat for more)")
+                   help="topic filter to subscribe to (repeat for more); <T>/revised, the boards' "
+                        "revisions of past readings, is subscribed to as well")
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--influx", metavar="URL", help="InfluxDB 1.x, http://host:port")
     dest.add_argument("--sqlite", metavar="FILE", help="SQLite database file (table `points`)")
@@ -74,7 +75,8 @@ def run(args):
     if spool_dir is None:
         state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
         spool_dir = os.path.join(state, "picopower", "spool-" + client_id)
-    bridge = Bridge(url, args.topic, sink, spool_dir=spool_dir,
+    from picopower.configs import with_revisions
+    bridge = Bridge(url, with_revisions(args.topic), sink, spool_dir=spool_dir,
                     spool_max_bytes=int(args.spool_max_mb * 1024 * 1024), client_id=client_id,
                     stats_interval=args.stats_interval, stats_out=sys.stdout, share=args.share)
     done = threading.Event()

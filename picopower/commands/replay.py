@@ -7,6 +7,7 @@ from picopower.replay import read_pulse_times, replay
 
 EXAMPLE = """example:
   picopower replay pulses.txt --imp-per-kwh 1000 --interval 10 > readings.jsonl
+  picopower replay pulses.txt --imp-per-kwh 1000 --revisions > stored.jsonl   # plus revisions
 
 PULSES has one unix time in seconds (float) per line; '-' reads standard input.
 The first pulse's time counts as an NTP-synced clock."""
@@ -25,6 +26,9 @@ def register(sub):
                    help="highest real power; faster pulses are ghosts (24000)")
     p.add_argument("--host", default="picopower", help="HOSTNAME in the messages")
     p.add_argument("--series", default="power", help="SERIESNAME in the messages")
+    p.add_argument("--revisions", action="store_true",
+                   help="print the board's revisions too, where it publishes them: for each timestamp the "
+                        "first line is the live reading, the last the value that is stored")
     p.set_defaults(func=run)
 
 
@@ -36,6 +40,6 @@ def run(args):
             times = read_pulse_times(f, args.pulses)
     extra = {"HOSTNAME": args.host, "SERIESNAME": args.series}
     out = sys.stdout
-    for line in replay(times, args.imp_per_kwh, args.interval, args.max_power, extra):
+    for line in replay(times, args.imp_per_kwh, args.interval, args.max_power, extra, revisions=args.revisions):
         out.write(line + "\n")
     out.flush()
