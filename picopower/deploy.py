@@ -371,38 +371,31 @@ def follow(port, values, say, timeout_s, serial_factory=None, watch_broker=True)
             raise DeployError("no reading within %d s (%s); the board keeps retrying" % (timeout_s, hint))
     finally:
         if sub is not None:
-            sub.loop_stop()
-            try:
-                sub.disconnect()
-            except Exception:
-                pass
+            sub.close()
 
 
 def _subscribe(values, got):
     """Watch the board's topic from this PC, when the broker is reachable from here."""
     import json
-    import paho.mqtt.client as mqtt
+    from picopower.mqtt import listen
+    from picopower.urls import BrokerUrl
     host = values.get("HOSTNAME", "picopower")
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    if values.get("MQTT_USER"):
-        c.username_pw_set(values["MQTT_USER"], values.get("MQTT_PASS", ""))
+    ca = values.get("MQTT_CA_FILE", "")
+    url = BrokerUrl(values["MQTT_SERVER"], values.get("MQTT_PORT", 1883), bool(values.get("MQTT_TLS")),
+                    values.get("MQTT_USER", ""), values.get("MQTT_PASS", ""), ca if os.path.isfile(ca) else "")
 
-    def on_message(client, userdata, msg):
+    def on_message(topic, payload, retained):
         try:
-            data = json.loads(msg.payload)
+            data = json.loads(payload)
         except ValueError:
             return
         if isinstance(data, dict) and data.get("host") == host:
             got.append("%s W, %s kWh at %s" % (data.get("power"), data.get("energy"), data.get("timestamp")))
 
-    c.on_message = on_message
-    c.on_connect = lambda cl, ud, fl, rc, pr: cl.subscribe(values["MQTT_TOPIC"], 1)
     try:
-        c.connect(values["MQTT_SERVER"], values.get("MQTT_PORT", 1883), 30)
-    except (OSError, ValueError):
+        return listen(url, values["MQTT_TOPIC"], on_message)
+    except OSError:
         return None
-    c.loop_start()
-    return c
 
 
 # --- mip: installing from the board itself -------------------------------------------

@@ -65,35 +65,37 @@ class Profile:
     def mean_power(self, t0, t1):
         return (self.energy_to(t1) - self.energy_to(t0)) / (t1 - t0)
 
-    def pulse_times(self, imp_per_kwh, end, phase=0.5):
-        """Exact pulse instants up to `end`: one every 3.6e6/imp joules.
+    def pulses(self, imp_per_kwh, phase=0.5, end=None):
+        """Exact pulse instants (profile seconds), lazily, up to `end` (None: as
+        long as the last step's power lasts): one every 3.6e6/imp joules.
 
         `phase` is how far into the first pulse's energy the meter already is
-        at the profile's start (a real meter is somewhere mid-pulse).
+        at the profile's start (a real meter is somewhere mid-pulse). Lazy, so
+        a fleet of virtual boards running for days holds no pulse lists.
         """
         e = J_PER_KWH / imp_per_kwh
-        out = []
+        times, watts, cum = self.times, self.watts, self._cum
+        n = len(times)
+        i = 0
         k = 1
         target = e * (k - phase)
-        i = 0
-        n = len(self.times)
         while True:
-            while i + 1 < n and self._cum[i + 1] < target:
+            while i + 1 < n and cum[i + 1] < target:
                 i += 1
-            w = self.watts[i]
-            if i + 1 < n and self._cum[i + 1] >= target:
-                # Crossing inside step i (w > 0 since the energy grows there).
-                t = self.times[i] + (target - self._cum[i]) / w
-            elif w > 0:
-                t = self.times[i] + (target - self._cum[i]) / w
-            else:
-                break
-            if t > end:
-                break
-            out.append(t)
+            w = watts[i]
+            if not ((i + 1 < n and cum[i + 1] >= target) or w > 0):
+                return  # no energy left to make another pulse
+            # The crossing is inside step i (w > 0 there since the energy grows), or past the last step.
+            t = times[i] + (target - cum[i]) / w
+            if end is not None and t > end:
+                return
+            yield t
             k += 1
             target = e * (k - phase)
-        return out
+
+    def pulse_times(self, imp_per_kwh, end, phase=0.5):
+        """`pulses()` up to `end`, as a list."""
+        return list(self.pulses(imp_per_kwh, phase, end))
 
 
 def household_day(start=0.0, seed=1, hours=24.0):

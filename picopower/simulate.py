@@ -8,12 +8,14 @@ in one thread: a heap of boards ordered by their next wake-up on one virtual
 timeline, paced against the wall clock at `speed` (1 = real time, 0 = as fast
 as possible).
 
-The network is driven by hand, not by paho's `loop_start()` (a thread per
-client): every connection's socket sits in one selector, read when it has
-data, and its keepalive is serviced about once a wall second. `publish()` is
-synchronous like the board's umqtt (it returns once the broker's PUBACK is
-in, else raises `OSError`), so the firmware's outbox, backoff and
-queue-while-offline run exactly as on the board.
+Each board talks through `picopower.mqtt.Client` (the host's one MQTT
+client, the tests' too) driven by hand, not by a thread per client: every
+connection's socket sits in one `Net` selector, read when it has data, and its
+keepalive is serviced about once a wall second. `publish()` is synchronous
+like the board's umqtt (it returns once the broker's PUBACK is in, else raises
+`OSError`), so the firmware's outbox, backoff and queue-while-offline run
+exactly as on the board. Board ids (and so MQTT client ids and Home Assistant
+unique_ids) are new per run, or kept with `data_dir`.
 
 Limits: one process, one thread. A QoS 1 publish is one loopback round trip
 (~0.1 ms), so a burst of N queued readings costs N round trips; a broker
@@ -24,203 +26,19 @@ timeout of each connect or publish.
 import heapq
 import math
 import os
-import select
-import selectors
+import secrets
 import shutil
-import ssl
 import tempfile
 import time
 
 from picopower.loads import J_PER_KWH, Profile, household_day
+from picopower.mqtt import Client, Net
 from picopower.urls import parse_broker
 from picopower.virtual import PulseSource, VirtualBoard, make_app, settings_for
 
-TIMEOUT_S = 5.0
 ONLINE_STEP_MS = 5000   # longest sleep of an online board with nothing queued (< 8.9 min tick wrap)
 BUSY_STEP_MS = 1000     # longest sleep of a board that is connecting, offline or has readings queued
 GOLDEN = 0.6180339887498949
-
-
-def pulse_us(profile, imp_per_kwh, phase=0.5, end_s=None):
-    """Pulse instants in µs from the profile's first step, lazily.
-
-    The same arithmetic as `Profile.pulse_times` (tests check they agree), as
-    a generator, so a fleet of boards running for days holds no pulse lists.
-    """
-    e = J_PER_KWH / imp_per_kwh
-    times, watts, cum = profile.times, profile.watts, profile._cum
-    t0 = times[0]
-    n = len(times)
-    i = 0
-    k = 1
-    target = e * (k - phase)
-    while True:
-        while i + 1 < n and cum[i + 1] < target:
-            i += 1
-        w = watts[i]
-        if (i + 1 < n and cum[i + 1] >= target) or w > 0:
-            t = times[i] + (target - cum[i]) / w
-        else:
-            return
-        if end_s is not None and t > end_s:
-            return
-        yield int(round((t - t0) * 1e6))
-        k += 1
-        target = e * (k - phase)
-
-
-class Net:
-    """One selector over the sockets of all the simulation's paho clients."""
-
-    MISC_EVERY_S = 1.0
-
-    def __init__(self):
-        self.sel = selectors.DefaultSelector()
-        self.clients = set()
-        self._next_misc = 0.0
-
-    def add(self, client):
-        self.clients.add(client)
-
-    def discard(self, client):
-        self.clients.discard(client)
-
-    def register(self, sock, client):
-        try:
-            self.sel.register(sock, selectors.EVENT_READ, client)
-        except (KeyError, ValueError):
-            pass
-
-    def unregister(self, sock):
-        try:
-            self.sel.unregister(sock)
-        except (KeyError, ValueError):
-            pass
-
-    def poll(self, timeout=0.0):
-        """Read whatever arrived (PINGRESP, a closed socket...) and keep every
-        connection alive; waits at most `timeout` seconds for traffic."""
-        if self.sel.get_map():
-            for key, _ in self.sel.select(max(0.0, timeout)):
-                key.data.c.loop_read()
-        elif timeout > 0:
-            time.sleep(timeout)
-        now = time.monotonic()
-        if now >= self._next_misc:
-            self._next_misc = now + self.MISC_EVERY_S
-            for client in list(self.clients):
-                client.c.loop_misc()
-                if client.c.want_write():
-                    client.c.loop_write()
-
-
-class FleetClient:
-    """The board's MQTT interface (connect, publish, ping, close) over a paho
-    client driven by hand: no thread, the socket in the shared `Net`."""
-
-    def __init__(self, net, url, client_id, will_topic, keepalive=60, on_publish=None):
-        import paho.mqtt.client as mqtt
-        self.net = net
-        self.url = url
-        self.on_publish = on_publish
-        self.keepalive = keepalive
-        self.connected = False
-        self._rc = None
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-        c.connect_timeout = TIMEOUT_S
-        if url.username:
-            c.username_pw_set(url.username, url.password)
-        if url.tls:
-            # verified against --ca-file, else the system's CAs
-            c.tls_set(ca_certs=url.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
-        c.will_set(will_topic, b"offline", qos=1, retain=True)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_socket_open = lambda client, userdata, sock: net.register(sock, self)
-        c.on_socket_close = lambda client, userdata, sock: net.unregister(sock)
-        self.c = c
-
-    def _on_connect(self, client, userdata, flags, reason, props):
-        self._rc = reason
-        self.connected = not reason.is_failure
-
-    def _on_disconnect(self, client, userdata, flags, reason, props):
-        self.connected = False
-
-    def _wait(self, done, what):
-        """Service this client's socket until done() or the timeout."""
-        deadline = time.monotonic() + TIMEOUT_S
-        while not done():
-            sock = self.c.socket()
-            if sock is None:
-                raise OSError("connection to %s lost while %s" % (self.url.safe, what))
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise OSError("no answer from %s in %.0f s while %s" % (self.url.safe, TIMEOUT_S, what))
-            if self.c.want_write():
-                self.c.loop_write()
-            pending = sock.pending() if hasattr(sock, "pending") else 0
-            if pending or _readable(sock, left):
-                rc = self.c.loop_read()
-                if rc != 0 and not done():
-                    raise OSError("connection to %s lost while %s (%s)" % (self.url.safe, what, rc))
-
-    def connect(self):
-        self.net.add(self)
-        try:
-            self.c.connect(self.url.host, self.url.port, keepalive=self.keepalive)
-            self._wait(lambda: self._rc is not None, "connecting")
-        except (OSError, ValueError, ssl.SSLError) as e:
-            self.close()
-            raise OSError("cannot reach %s: %s" % (self.url.safe, _why(e))) from None
-        if self._rc.is_failure:
-            self.close()
-            raise OSError("%s refused the connection: %s" % (self.url.safe, self._rc))
-
-    def publish(self, topic, payload, retain=False, qos=1):
-        if not self.connected:
-            raise OSError("not connected to %s" % self.url.safe)
-        info = self.c.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != 0:
-            raise OSError("publish to %s failed: %s" % (self.url.safe, info.rc))
-        try:
-            self._wait(info.is_published, "waiting for PUBACK")
-        except (ValueError, RuntimeError, ssl.SSLError) as e:
-            raise OSError("publish to %s failed: %s" % (self.url.safe, e)) from None
-        if self.on_publish is not None:
-            self.on_publish(topic, payload)
-
-    def ping(self):
-        pass  # Net.poll runs paho's keepalive for every connection
-
-    def close(self):
-        self.net.discard(self)
-        try:
-            if self.connected:
-                self.c.disconnect()
-        except Exception:
-            pass
-        sock = self.c.socket()
-        if sock is not None:
-            self.net.unregister(sock)
-        try:
-            self.c._sock_close()  # paho's disconnect() only queues the packet
-        except Exception:
-            pass
-        self.connected = False
-
-
-def _readable(sock, timeout):
-    p = select.poll()  # not select.select: a fleet's sockets go past fd 1024
-    p.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(p.poll(int(min(timeout, 0.5) * 1000) + 1))
-
-
-def _why(e):
-    text = str(e) or e.__class__.__name__
-    if isinstance(e, ConnectionRefusedError):
-        return "connection refused"
-    return text
 
 
 class Reading:
@@ -246,7 +64,7 @@ class Meter:
     (`board.us`) starts at 0 there and the profile's first step is at its boot.
     """
 
-    def __init__(self, sim, index, host, profile, phase, offset_s, settings, data_dir):
+    def __init__(self, sim, index, host, profile, phase, offset_s, settings, data_dir, uid):
         self.index = index
         self.host = host
         self.profile = profile
@@ -255,18 +73,22 @@ class Meter:
         self.taken = []
         self.published = []
         self.settings = settings
-        pulses = PulseSource(pulse_us(profile, settings["imp_per_kwh"], phase))
-        self.board = VirtualBoard([pulses], self._client, data_dir,
-                                  sim.start_unix_s + offset_s, board_id=str(index + 1), log=sim._board_log)
+        t0 = profile.times[0]
+        # Every channel (CHANNELS) meters the same load, each at its own constant and phase.
+        sources = [PulseSource(int(round((t - t0) * 1e6))
+                               for t in profile.pulses(ch["imp_per_kwh"], (phase + k * GOLDEN) % 1.0))
+                   for k, ch in enumerate(settings["channels"])]
+        self.board = VirtualBoard(sources, self._client, data_dir, sim.start_unix_s + offset_s,
+                                  board_id=str(index + 1), log=sim._board_log, uid=uid)
         self._sim = sim
         self.app = make_app(self.board, settings)
         self.base_pulses = self.app.channels[0].store.base
-        self._wrap_outbox()
+        self.app.on_reading.append(self._taken)
 
     def _client(self, client_id, will_topic):
         sim = self._sim
-        return FleetClient(sim.net, sim.url, client_id, will_topic, self.settings["mqtt_keepalive"],
-                           on_publish=self._published)
+        return Client(sim.url, client_id, will_topic, self.settings["mqtt_keepalive"], net=sim.net,
+                      on_publish=self._published)
 
     def _published(self, topic, payload):
         if topic != self.settings["mqtt_topic"]:
@@ -275,16 +97,10 @@ class Meter:
         self.published.append(text)
         self._sim._on_data(self, text)
 
-    def _wrap_outbox(self):
-        outbox = self.app.outbox
-        push = outbox.push
-        start_ms = self.board.start_unix_ms
-
-        def recorded(channel, mono_ms, watts, pulses):
-            self.taken.append(Reading(self.host, (start_ms + mono_ms) // 1000, watts, pulses, mono_ms / 1000.0))
-            push(channel, mono_ms, watts, pulses)
-
-        outbox.push = recorded
+    def _taken(self, channel, mono_ms, watts, pulses, kind):
+        if kind == 0:
+            self.taken.append(Reading(self.host, (self.board.start_unix_ms + mono_ms) // 1000, watts, pulses,
+                                      mono_ms / 1000.0))
 
     @property
     def now_us(self):
@@ -377,6 +193,7 @@ class Simulation:
         self.ever_connected = False
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="picopower-sim-")
+        self.run_id = run_id(self.data_dir)
         self.meters = []
         self.now_us = 0
         self.behind_s = 0.0  # the most the virtual clock has lagged its wall-clock schedule
@@ -392,14 +209,14 @@ class Simulation:
                       "IMP_PER_KWH": imp_per_kwh, "REPORT_INTERVAL_S": interval_s,
                       "MQTT_SERVER": self.url.host, "MQTT_PORT": self.url.port,
                       "MQTT_USER": self.url.username, "MQTT_PASS": self.url.password,
-                      "MQTT_TLS": self.url.tls, "MQTT_CLIENT_ID": _client_id(name),
+                      "MQTT_TLS": self.url.tls,
                       "MAX_POWER_W": max(24000, min(1000000, int(math.ceil(peak * 1.25))))}
             values.update(extra or {})
             settings = settings_for(values)
             phase = 0.5 if meters == 1 else (0.5 + i * GOLDEN) % 1.0
             offset = (interval_s * i / meters) if stagger else 0.0
             self.meters.append(Meter(self, i, name, prof, phase, offset, settings,
-                                     os.path.join(self.data_dir, name)))
+                                     os.path.join(self.data_dir, name), "%s%06x" % (self.run_id, i + 1)))
         self._heap = [(m.offset_us, m.index) for m in self.meters]
         heapq.heapify(self._heap)
 
@@ -570,9 +387,27 @@ class Simulation:
         return [r for m in self.meters for r in m.taken]
 
 
-def _client_id(host):
-    keep = "".join(c if (c.isalnum() or c in "-_") else "_" for c in host)
-    return ("picopower-sim-" + keep)[:64]
+RUN_ID_FILE = "board-ids"
+
+
+def run_id(data_dir):
+    """Ten hex digits that start every board id (a Pico's is 16) in this data
+    directory: new per run, so two simulations' boards never share an id (the
+    MQTT client id and Home Assistant's unique_ids are made of it); kept in the
+    directory, so a run on the same --data-dir resumes the same boards."""
+    path = os.path.join(data_dir, RUN_ID_FILE)
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        if len(text) == 10 and all(c in "0123456789abcdef" for c in text):
+            return text
+    except FileNotFoundError:
+        pass
+    text = secrets.token_hex(5)
+    os.makedirs(data_dir, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    return text
 
 
 def _last_failure(logs):

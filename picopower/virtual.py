@@ -6,13 +6,11 @@ are edges fired into the firmware's own interrupt handler at their exact
 instants (LED on at the pulse, off `width_us` later), as the hardware would.
 Wi-Fi, NTP and the broker can be switched off and on to inject faults. The
 MQTT client is whatever `mqtt_factory` returns: a recorder for `replay`, a
-paho-mqtt connection to a real broker for `simulate`.
+`picopower.mqtt.Client` to a real broker for `simulate` and the tests.
 """
 
 import heapq
 import os
-import ssl
-import threading
 
 from picopower.firmware import app, config
 
@@ -80,78 +78,15 @@ class RecordingClient:
         pass
 
 
-class PahoClient:
-    """The board's MQTT client interface over paho-mqtt, synchronous like umqtt."""
-
-    TIMEOUT_S = 5.0
-
-    def __init__(self, url, client_id, will_topic):
-        import paho.mqtt.client as mqtt
-        self.url = url
-        self._connected = threading.Event()
-        self._rc = None
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-        if url.username:
-            c.username_pw_set(url.username, url.password)
-        if url.tls:
-            c.tls_set(ca_certs=url.ca_file, cert_reqs=ssl.CERT_REQUIRED if url.ca_file else ssl.CERT_NONE)
-            if not url.ca_file:
-                c.tls_insecure_set(True)
-        c.will_set(will_topic, b"offline", qos=1, retain=True)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        self.c = c
-
-    def _on_connect(self, client, userdata, flags, reason, props):
-        self._rc = reason
-        self._connected.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason, props):
-        self._connected.clear()
-
-    def connect(self):
-        try:
-            self.c.connect(self.url.host, self.url.port, keepalive=60)
-        except (OSError, ValueError, ssl.SSLError) as e:
-            raise OSError("cannot reach %s: %s" % (self.url.safe, e)) from None
-        self.c.loop_start()
-        if not self._connected.wait(self.TIMEOUT_S):
-            self.close()
-            raise OSError("no answer from %s in %.0f s" % (self.url.safe, self.TIMEOUT_S))
-        if self._rc is not None and self._rc.is_failure:
-            self.close()
-            raise OSError("%s refused the connection: %s" % (self.url.safe, self._rc))
-
-    def publish(self, topic, payload, retain=False, qos=1):
-        if not self._connected.is_set():
-            raise OSError("not connected to %s" % self.url.safe)
-        info = self.c.publish(topic, payload, qos=qos, retain=retain)
-        try:
-            info.wait_for_publish(self.TIMEOUT_S)
-        except (RuntimeError, ValueError) as e:
-            raise OSError("publish failed: %s" % e) from None
-        if not info.is_published():
-            raise OSError("no PUBACK from %s in %.0f s" % (self.url.safe, self.TIMEOUT_S))
-
-    def ping(self):
-        pass  # paho's network thread keeps the connection alive
-
-    def close(self):
-        try:
-            self.c.disconnect()
-        except Exception:
-            pass
-        self.c.loop_stop()
-
-
 class VirtualBoard:
-    def __init__(self, sources, mqtt_factory, data_dir, start_unix_s, board_id="0", log=None):
+    def __init__(self, sources, mqtt_factory, data_dir, start_unix_s, board_id="0", log=None, uid=None):
         self.us = 0
         self.sources = list(sources)
         self.mqtt_factory = mqtt_factory
         self.data_dir = data_dir
         self.start_unix_ms = int(round(start_unix_s * 1000))
         self.board_id = board_id
+        self.uid = uid or "e6614103e7" + board_id  # machine.unique_id(), hexlified
         self.wifi_up = True
         self.ntp_up = True
         self.led_on = False
@@ -178,7 +113,7 @@ class VirtualBoard:
             self._log(self.board_id, line)
 
     def unique_id(self):
-        return "e6614103e7" + self.board_id
+        return self.uid
 
     def reset(self):
         raise SystemExit("virtual board reset")

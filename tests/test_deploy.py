@@ -11,7 +11,8 @@ import pytest
 
 from picopower import cli, deploy, firmware
 from picopower.urls import parse_broker
-from picopower.virtual import PahoClient, PulseSource, VirtualBoard, make_app, settings_for
+from picopower.mqtt import Client
+from picopower.virtual import PulseSource, VirtualBoard, make_app, settings_for
 
 from picopower.firmware import config  # the firmware's validator
 
@@ -165,7 +166,7 @@ class _SerialBoard:
             settings = settings_for({k: v for k, v in self.values.items() if k not in ("WIFI_PASS",)})
             start = 1_700_000_000
             src = PulseSource([int(i * 1.5e6) for i in range(1, 200)])
-            self.board = VirtualBoard([src], lambda cid, will: PahoClient(self.broker, cid, will),
+            self.board = VirtualBoard([src], lambda cid, will: Client(self.broker, cid, will),
                                       str(self.tmp), start,
                                       log=lambda bid, line: setattr(self, "out", self.out + line.encode() + b"\r\n"))
             self.app = make_app(self.board, settings)

@@ -6,37 +6,30 @@ import sys
 import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
+from picopower.firmware import discovery
+from picopower.loads import Profile
+from picopower.mqtt import listen
+from picopower.simulate import Simulation
+from picopower.urls import parse_broker
 from tests import servers
-from picopower.loads import Profile, household_day
-from picopower.simulate import Simulation, pulse_us
 
 TOPIC = "sim/power"
 START = 1767225600  # 2026-01-01 00:00:00 UTC
 
 
 class Listener:
-    """A plain paho subscriber that keeps every payload on a topic."""
+    """Every JSON payload on a topic, through the host's one MQTT client."""
 
     def __init__(self, url, topic=TOPIC):
-        port = int(url.rsplit(":", 1)[1])
         self.got = []
         self._lock = threading.Lock()
-        ready = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="listener", clean_session=True)
-        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
-        c.on_subscribe = lambda *a: ready.set()
-        c.on_message = self._on_message
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        assert ready.wait(5), "listener did not subscribe"
-        self.c = c
+        self.c = listen(parse_broker(url), topic, self._on_message, client_id="listener")
 
-    def _on_message(self, client, userdata, msg):
+    def _on_message(self, topic, payload, retained):
         with self._lock:
-            self.got.append(json.loads(msg.payload))
+            self.got.append(json.loads(payload))
 
     def wait_for(self, n, timeout=10):
         servers.wait_until(lambda: len(self.got) >= n, timeout=timeout, what="%d messages" % n)
@@ -44,8 +37,7 @@ class Listener:
         return list(self.got)
 
     def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
+        self.c.close()
 
 
 @pytest.fixture
@@ -55,12 +47,12 @@ def listener(mosquitto):
     lst.close()
 
 
-def test_lazy_pulse_stream_matches_profile_pulse_times_exactly_over_a_household_day():
-    p = household_day(seed=7)
-    for imp, phase in ((1000, 0.5), (800, 0.1), (10000, 0.93)):
-        expect = [int(round(t * 1e6)) for t in p.pulse_times(imp, 86400, phase)]
-        assert list(pulse_us(p, imp, phase, end_s=86400)) == expect
-        assert len(expect) > 1000
+def test_profile_pulses_are_lazy_a_constant_load_yields_forever_and_pulse_times_is_their_list():
+    from itertools import islice
+    p = Profile.constant(2000)  # 1.8 s a pulse at 1000 imp/kWh
+    assert [round(t, 6) for t in islice(p.pulses(1000, phase=0.5), 4)] == [0.9, 2.7, 4.5, 6.3]
+    assert p.pulse_times(1000, 6.3) == list(islice(p.pulses(1000, 0.5), 4))
+    assert list(Profile([(0, 3600), (2, 0)]).pulses(1000, 0.0)) == [1.0, 2.0]  # the load stops: so do pulses
 
 
 pytestmark = pytest.mark.servers
@@ -237,3 +229,72 @@ def test_boards_publish_over_tls_verified_by_the_ca_file_and_an_unknown_ca_is_re
     assert "certificate verify failed" in bad.first_error
     with pytest.raises(ValueError, match="no such file"):
         Simulation(broker.tls_url, TOPIC, ca_file=str(tmp_path / "nope.crt"))
+
+
+def retained_configs(url, prefix="homeassistant"):
+    """The discovery configs Home Assistant would find retained on the broker."""
+    got = {}
+    c = listen(parse_broker(url), prefix + "/#", lambda t, p, r: got.__setitem__(t, p) if r else None)
+    time.sleep(0.3)
+    c.close()
+    return {t: json.loads(p) for t, p in got.items() if p}
+
+
+def test_two_simulations_of_2_boards_at_once_have_4_distinct_board_ids_and_26_ha_entities(mosquitto):
+    n = len(discovery.HEALTH) + 2
+    sims = [Simulation(mosquitto.url, TOPIC, profile=Profile.constant(1000), meters=2, host="flat", speed=0,
+                       start_unix_s=START, extra={"HA_DISCOVERY": True}) for _ in range(2)]
+    try:
+        for until in (15, 45):  # interleaved: both fleets connected at once
+            for sim in sims:
+                sim.run(until)
+    finally:
+        for sim in sims:
+            sim.close()
+    ids = [m.board.unique_id() for sim in sims for m in sim.meters]
+    assert len(set(ids)) == 4 and all(len(i) == 16 for i in ids)
+    assert all(sim.last_error is None and sim.published() == sim.readings() == 4 + 4 for sim in sims)
+    uids = [c["unique_id"] for c in retained_configs(mosquitto.url).values()]
+    assert len(uids) == len(set(uids)) == 4 * n
+
+
+def test_cli_set_turns_on_discovery_and_a_data_dir_keeps_the_board_ids_a_new_one_makes_new(mosquitto, tmp_path):
+    def run(data_dir):
+        r = _simulate("--broker", mosquitto.url, "--topic", TOPIC, "--watts", 500, "--duration", 20, "--speed", 0,
+                      "--set", "HA_DISCOVERY=True", "--set", "HA_EXPIRE_S=90", "--set", "HA_PREFIX=ha",
+                      "--data-dir", data_dir)
+        assert r.returncode == 0, r.stderr
+        return {c["unique_id"]: c.get("expire_after") for c in retained_configs(mosquitto.url, "ha").values()}
+
+    first = run(tmp_path / "a")
+    assert len(first) == len(discovery.HEALTH) + 2
+    assert sorted(v for v in first.values() if v) == [90, 90]
+    assert run(tmp_path / "a") == first  # the same boards, resumed
+    assert len(run(tmp_path / "b")) == 2 * len(first)  # new boards
+
+
+def test_cli_set_refuses_bad_values_unknown_names_and_flags_own_settings_in_one_line(mosquitto):
+    cases = [(["--set", "HA_DISCOVERY=yes"], "HA_DISCOVERY must be True or False, got 'yes'"),
+             (["--set", "REPORT_INTERVAL_S"], "expected NAME=VALUE"),
+             (["--set", "FOO=1"], "FOO: not a firmware setting"),
+             (["--set", "HOSTNAME=x"], "HOSTNAME: set it with --host"),
+             (["--set", "WIFI_PASS=[1]"], "WIFI_PASS must be text in quotes (value not shown)"),
+             (["--set", "MQTT_PASS='x'"], "MQTT_PASS: set it with --broker"),
+             (["--set", "CHANNELS=[{'PIN': 22}, {'PIN': 22}]"], "CHANNELS[1].PIN 22 is already used")]
+    for extra, text in cases:
+        r = _simulate("--broker", mosquitto.url, "--topic", TOPIC, "--duration", 10, *extra)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and text in lines[0], (extra, r.stderr)
+
+
+def test_cli_set_channels_runs_two_meters_per_board_each_counting_the_load(mosquitto, listener):
+    r = _simulate("--broker", mosquitto.url, "--topic", TOPIC, "--watts", 1800, "--duration", 60, "--speed", 0,
+                  "--start", START, "--set", "CHANNELS=[{'PIN': 22, 'SERIESNAME': 'house'}, "
+                                                   "{'PIN': 21, 'SERIESNAME': 'garage', 'IMP_PER_KWH': 800}]")
+    assert r.returncode == 0, r.stderr
+    got = listener.wait_for(12)
+    assert sorted({m["measurement"] for m in got}) == ["garage", "house"]
+    for series in ("house", "garage"):
+        last = max((m for m in got if m["measurement"] == series), key=lambda m: m["timestamp"])
+        assert abs(last["energy"] - 0.03) <= 0.0013  # 1800 W for 60 s, within a pulse at 800 imp/kWh
+        assert abs(last["power"] - 1800) <= 0.05 * 1800

@@ -1,6 +1,6 @@
 """Authenticated, encrypted MQTT: a private Mosquitto with a password file and a
 TLS listener on a CA made here; the firmware's link on a virtual board connects
-through PahoClient (mqtts:// + CA file, as every host command does).
+through picopower.mqtt.Client (mqtts:// + CA file, as every host command does).
 
 Checked: the right credentials publish readings; a wrong or missing password,
 an unknown CA, a certificate for another host and an expired certificate are
@@ -18,7 +18,8 @@ import pytest
 
 from tests import servers
 from picopower.urls import UrlError, parse_broker
-from picopower.virtual import PahoClient, PulseSource, VirtualBoard, make_app, settings_for
+from picopower.mqtt import Client
+from picopower.virtual import PulseSource, VirtualBoard, make_app, settings_for
 
 from tests.certs import CA, sha256_fingerprint
 
@@ -57,7 +58,7 @@ def run_board(tmp_path, url, ca_file, seconds, user="meter", password=PASSWORD):
 
     def factory(cid, will):
         try:
-            return PahoClient(parse_broker(url, ca_file), cid, will)
+            return Client(parse_broker(url, ca_file), cid, will)
         except Exception as e:  # noqa: BLE001  (recorded, then re-raised for the link)
             errors.append(str(e))
             raise

@@ -94,13 +94,20 @@ class App:
                          for i, spec in enumerate(settings["channels"])]
         self.link = Link(board, settings, self.mono.now_ms, self.wall, self.outbox,
                          self.channels, self.log)
+        self.interval_us = settings["report_interval_s"] * 1000000
+        self.readings = 0
+        # callables(channel_index, mono_ms, watts, pulses, kind) for every reading
+        # (kind 0) or revision (kind 1) pushed: the host's simulation records them,
+        # Home Assistant's per-board state takes the live ones.
+        self.on_reading = []
         if settings["ha_discovery"]:
             import discovery
             device = board.unique_id()
             self.link.on_connect.append(
-                lambda client, feed: discovery.publish_all(client, settings, self.channels, device))
-        self.interval_us = settings["report_interval_s"] * 1000000
-        self.readings = 0
+                lambda client, feed=self.feed: discovery.publish_all(client, settings, self.channels, device, feed))
+            ha = discovery.State(self.channels, device)
+            self.on_reading.append(ha.reading)
+            self.link.on_online.append(ha.publish)
         self._wdt = None
         self._next_report = 0
         self._led = None
@@ -146,8 +153,11 @@ class App:
         now_ms = now // 1000
         for ch in self.channels:
             watts = ch.estimator.close(now)
-            self.outbox.push(ch.index, now_ms, watts, ch.total())
+            total = ch.total()
+            self.outbox.push(ch.index, now_ms, watts, total)
             self.readings += 1
+            for hook in self.on_reading:
+                hook(ch.index, now_ms, watts, total, 0)
         self._next_report += self.interval_us
         if self._next_report <= now:
             # The loop was held up past a whole window: realign, skip none.

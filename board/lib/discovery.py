@@ -1,39 +1,69 @@
-"""Home Assistant MQTT discovery: a power and an energy sensor per channel.
+"""Home Assistant MQTT discovery: power and energy per channel, health as diagnostics.
 
-After each broker connect (when HA_DISCOVERY is on) the board publishes, for
-every channel, two retained QoS 1 configs:
+After each broker connect (when HA_DISCOVERY is on) the board publishes, retained
+and at QoS 1, under <node> = "picopower_<board id>":
 
-    <HA_PREFIX>/sensor/<node>/<channel>_power/config    W,   measurement
-    <HA_PREFIX>/sensor/<node>/<channel>_energy/config   kWh, total_increasing
+    <HA_PREFIX>/sensor/<node>/ch<i>_power/config    W,   measurement        (per channel i)
+    <HA_PREFIX>/sensor/<node>/ch<i>_energy/config   kWh, total_increasing   (per channel i)
+    <HA_PREFIX>/sensor/<node>/<key>/config          diagnostics from the health message
 
-<node> is HOSTNAME and <channel> the channel's NAME, each cut down to the
-characters Home Assistant allows in ids ([a-zA-Z0-9_-], others become "_").
-The seed's JSON on MQTT_TOPIC is not changed: the sensors read it with a
-value_template. Several channels (and several boards) may share that topic,
-so each template keeps only the messages whose `measurement` and `host` are
-this channel's; for any other message it renders an empty string, which Home
-Assistant ignores for a numeric sensor (it keeps the last value).
+Everything in a topic and a unique_id is what never changes on a board: its
+unique id and the channel's position (the energy files follow the position
+too). Renaming HOSTNAME or a channel re-publishes the same topics with new
+names, so Home Assistant updates its entities in place. A removed channel's
+configs, and those of firmware that keyed them by HOSTNAME and channel NAME,
+are deleted with an empty retained message on each connect (up to 4 channels:
+8 small publishes).
 
-The unique_id is made of the board's unique id and the channel name, so a
-reboot re-publishes the same configs to the same topics: no new entities.
-Availability is the last-will topic ("online" / "offline", retained), and
-expire_after (HA_EXPIRE_S, default three report intervals) marks a sensor
-unavailable when readings stop while the link still looks up.
+Values do not come from the shared MQTT_TOPIC: Home Assistant restarts a
+sensor's expire_after timer on every message on its state topic, so with
+several boards on one topic a silent board never expired. The board instead
+sends its latest live reading of all channels, once per report window, to its
+own topic picopower/<board id>/state (QoS 0, not retained, ~40 bytes per
+channel), so a board's sensors go unavailable within expire_after of it going
+quiet, whatever other boards do. Only live readings go there: a backlog sent
+after an outage and revisions stay on MQTT_TOPIC, where they belong (HA stamps
+states with its receive time). The seed's messages on MQTT_TOPIC are unchanged.
+
+Every template starts with `value_json is defined`, so a message that is not
+JSON renders nothing instead of an error per entity. The health message on the
+status topic may be shared by boards, so its templates also check `host`.
 
 Memory: one config dict at a time is built, dumped, published and dropped.
 """
 
 import json
 
-VERSION = "0.1.0"
+import config
+import message
+
+VERSION = "0.2.0"
 MANUFACTURER = "picopower"
 MODEL = "Pico W meter LED reader"
+MAX_CHANNELS = config.SETTINGS["CHANNELS"][2]  # positions whose configs a removal may leave
 
-# object suffix, JSON key, device_class, unit, state_class, label
+# object suffix, entity name, device_class, unit, state_class
 SENSORS = (
-    ("power", "power", "power", "W", "measurement", "Power"),
-    ("energy", "energy", "energy", "kWh", "total_increasing", "Energy"),
+    ("power", "Power", "power", "W", "measurement"),
+    ("energy", "Energy", "energy", "kWh", "total_increasing"),
 )
+
+# health message key, entity name, device_class, unit, state_class
+HEALTH = (
+    ("uptime_s", "Uptime", "duration", "s", "measurement"),
+    ("reset_cause", "Reset cause", None, None, None),
+    ("resets", "Resets", None, None, "total_increasing"),
+    ("heap_free", "Free heap", "data_size", "B", "measurement"),
+    ("rssi", "Wi-Fi signal", "signal_strength", "dBm", "measurement"),
+    ("queued", "Queued readings", None, None, "measurement"),
+    ("dropped", "Dropped readings", None, None, "total_increasing"),
+    ("spilled", "Readings on flash", None, None, "measurement"),
+    ("unstamped", "Unstamped readings", None, None, "total_increasing"),
+    ("rejected", "Rejected pulses", None, None, "total_increasing"),
+    ("energy_damaged", "Energy file repairs", None, None, "total_increasing"),
+)
+
+RESET_CAUSES = "{0: 'power-on', 1: 'watchdog', 2: 'reset'}"
 
 
 def safe_id(text):
@@ -52,65 +82,161 @@ def jinja_text(text):
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def template(series, host, key):
-    """A value_template reading `key` only from this channel's messages."""
-    return ("{%% if value_json.measurement == %s and value_json.host == %s %%}"
-            "{{ value_json.%s }}{%% endif %%}") % (jinja_text(series), jinja_text(host), key)
+def node_id(device_id):
+    return "picopower_" + safe_id(device_id)
+
+
+def state_topic(device_id):
+    """The board's own topic for Home Assistant's sensor values."""
+    return "picopower/%s/state" % safe_id(device_id)
+
+
+def status_topic(settings):
+    return settings.get("status_topic") or settings["mqtt_topic"] + "/status"
 
 
 def expire_after(settings):
     return settings["ha_expire_s"] or 3 * settings["report_interval_s"]
 
 
+def value_template(key):
+    """Reads `key` from the board's state message; nothing from anything else."""
+    return "{%% if value_json is defined and value_json.%s is defined %%}{{ value_json.%s }}{%% endif %%}" % (
+        key, key)
+
+
+def health_template(host, key):
+    """Reads `key` from this host's health message on a status topic boards may share."""
+    value = "value_json.%s" % key
+    if key == "reset_cause":
+        value = "%s.get(%s, %s)" % (RESET_CAUSES, value, value)
+    return ("{%% if value_json is defined and value_json.host is defined and value_json.host == %s %%}"
+            "{{ %s }}{%% endif %%}") % (jinja_text(host), value)
+
+
+def _legacy_topics(settings, channels):
+    """Where firmware 0.1 put this board's configs (HOSTNAME and channel NAME)."""
+    node = safe_id(settings["hostname"])
+    used = []
+    for ch in channels:
+        obj = safe_id(ch.name)
+        if obj in used:
+            obj = "%s_%d" % (obj, ch.index)
+        used.append(obj)
+        for s in SENSORS:
+            yield "%s/sensor/%s/%s_%s/config" % (settings["ha_prefix"], node, obj, s[0])
+
+
 def configs(settings, channels, device_id):
-    """Yield (topic, config dict) for every sensor of every channel, one at a time."""
-    host = settings["hostname"]
-    node = safe_id(host)
+    """Yield (topic, config dict or None to delete) for this board, one at a time:
+    deletions first, then each channel's sensors, then the diagnostics."""
     prefix = settings["ha_prefix"]
+    node = node_id(device_id)
+    base = "%s/sensor/%s/" % (prefix, node)
+    for topic in _legacy_topics(settings, channels):
+        if not topic.startswith(base):
+            yield topic, None
+    for i in range(len(channels), MAX_CHANNELS):
+        for s in SENSORS:
+            yield "%sch%d_%s/config" % (base, i, s[0]), None
+    host = settings["hostname"]
     device = {
-        "identifiers": ["picopower_" + safe_id(device_id)],
+        "identifiers": [node],
         "name": host,
         "manufacturer": MANUFACTURER,
         "model": MODEL,
         "sw_version": VERSION,
     }
-    expire = expire_after(settings)
+    common = {
+        "availability_topic": settings["availability_topic"],
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "origin": {"name": "picopower", "sw_version": VERSION},
+    }
     single = len(channels) == 1
-    used = []
+    topic = state_topic(device_id)
+    expire = expire_after(settings)
     for ch in channels:
-        obj = safe_id(ch.name)
-        if obj in used:
-            # Two names that differ only in characters ids cannot hold.
-            obj = "%s_%d" % (obj, ch.index)
-        used.append(obj)
-        for suffix, key, device_class, unit, state_class, label in SENSORS:
-            object_id = obj + "_" + suffix
+        for suffix, name, device_class, unit, state_class in SENSORS:
+            obj = "ch%d_%s" % (ch.index, suffix)
             cfg = {
-                "name": label if single else "%s %s" % (ch.name, label.lower()),
-                "unique_id": "picopower_%s_%s" % (safe_id(device_id), object_id),
-                "state_topic": settings["mqtt_topic"],
-                "value_template": template(ch.series, host, key),
+                "name": name if single else "%s %s" % (name, ch.name),
+                "unique_id": "%s_%s" % (node, obj),
+                "state_topic": topic,
+                "value_template": value_template("%s%d" % (suffix, ch.index)),
                 "device_class": device_class,
                 "unit_of_measurement": unit,
                 "state_class": state_class,
-                "availability_topic": settings["availability_topic"],
-                "payload_available": "online",
-                "payload_not_available": "offline",
                 "expire_after": expire,
-                "qos": 1,
-                "device": device,
-                "origin": {"name": "picopower", "sw_version": VERSION},
             }
-            yield "%s/sensor/%s/%s/config" % (prefix, node, object_id), cfg
+            cfg.update(common)
+            yield base + obj + "/config", cfg
+    health = status_topic(settings)
+    for key, name, device_class, unit, state_class in HEALTH:
+        cfg = {
+            "name": name,
+            "unique_id": "%s_%s" % (node, key),
+            "state_topic": health,
+            "value_template": health_template(host, key),
+            "entity_category": "diagnostic",
+        }
+        if device_class:
+            cfg["device_class"] = device_class
+        if unit:
+            cfg["unit_of_measurement"] = unit
+        if state_class:
+            cfg["state_class"] = state_class
+        cfg.update(common)
+        yield base + key + "/config", cfg
 
 
-def publish_all(client, settings, channels, device_id):
-    """Publish every channel's configs, retained, QoS 1; return how many."""
+def publish_all(client, settings, channels, device_id, feed):
+    """Publish every config (and deletion), retained, QoS 1, feeding the
+    watchdog between publishes; return how many configs (not deletions)."""
     n = 0
     for topic, cfg in configs(settings, channels, device_id):
-        payload = json.dumps(cfg).encode()
-        cfg = None
-        client.publish(topic, payload, True, 1)
-        payload = None
-        n += 1
+        if cfg is None:
+            client.publish(topic, b"", True, 1)
+        else:
+            payload = json.dumps(cfg).encode()
+            cfg = None
+            client.publish(topic, payload, True, 1)
+            payload = None
+            n += 1
+        feed()
     return n
+
+
+class State:
+    """The latest live reading of every channel, sent to the board's state
+    topic once per report window (see the module's docstring)."""
+
+    def __init__(self, channels, device_id):
+        self.topic = state_topic(device_id)
+        self.imps = [ch.imp for ch in channels]
+        self.watts = [0.0] * len(channels)
+        self.pulses = [-1] * len(channels)  # -1: no reading yet
+        self.fresh = False
+
+    def reading(self, index, mono_ms, watts, pulses, kind):
+        """App.on_reading hook: keep live readings (kind 0), not revisions."""
+        if kind == 0:
+            self.watts[index] = watts
+            self.pulses[index] = pulses
+            self.fresh = True
+
+    def payload(self):
+        parts = []
+        for i in range(len(self.imps)):
+            if self.pulses[i] >= 0:
+                parts.append('"power%d": %s, "energy%d": %s' % (
+                    i, message.power_text(self.watts[i]), i, message.kwh_text(self.pulses[i], self.imps[i])))
+        return "{" + ", ".join(parts) + "}"
+
+    def publish(self, client):
+        """Link.on_online hook: send the newest readings once, QoS 0 (a lost
+        one is replaced in one report interval; no PUBACK round trip)."""
+        if self.fresh:
+            client.publish(self.topic, self.payload().encode(), False, 0)
+            self.fresh = False

@@ -47,6 +47,7 @@ class Link:
         self.published = 0
         self.failures = 0
         self.on_connect = []  # callables(client, feed), one step each after a broker connect; feed between publishes
+        self.on_online = []  # callables(client), run on each ONLINE pass after the readings
         self._joining = False
         self._phase = 0  # the step reached within CLOCK, BROKER, or a resync while ONLINE
         self._since = 0
@@ -206,6 +207,9 @@ class Link:
             while self.outbox.size and self.mono_ms() - start < BURST_MS:
                 self._publish_oldest(now, totals)
                 feed()
+            for hook in self.on_online:
+                hook(self.client)
+                feed()  # each publish (and the ping below) gets a whole watchdog period
             if now - self._last_tx >= self.s["mqtt_keepalive"] * 500:
                 self.client.ping()
                 self._last_tx = now

@@ -1,11 +1,13 @@
 """picopower simulate --broker URL --topic T [--watts W | --profile FILE] [--meters N] [--speed X] ..."""
 
 import argparse
+import ast
 import math
 import sys
 import time
 
 from picopower.cli import CliError
+from picopower.firmware import config
 from picopower.simulate import Simulation, load_profile, progress_line, summary_lines
 
 EXAMPLE = """examples:
@@ -13,12 +15,25 @@ EXAMPLE = """examples:
   picopower simulate --broker mqtt://127.0.0.1:1883 --topic power/house --speed 1000 --duration 86400
   picopower simulate --broker mqtt://127.0.0.1:1883 --topic fleet --meters 1000 --duration 600
   picopower simulate --broker mqtts://user:pass@broker.lan:8883 --ca-file ca.crt --topic t --profile load.txt
+  picopower simulate --broker mqtt://127.0.0.1:1883 --topic power/house --set HA_DISCOVERY=True \
+                     --set "CHANNELS=[{'PIN': 22, 'SERIESNAME': 'house'}, {'PIN': 21, 'SERIESNAME': 'garage'}]"
 
 A profile file has 'seconds watts' per line (comma or space separated); each value
 holds until the next line. Without --watts or --profile each board runs a household
-day (fridge, kettle, oven, lights). Timestamps are virtual unix times from now
-(or --start); --speed 0 runs as fast as possible. Progress goes to standard error
-about once a second, a summary to standard output at the end or on Ctrl-C."""
+day (fridge, kettle, oven, lights); every channel meters the same load. Timestamps
+are virtual unix times from now (or --start); --speed 0 runs as fast as possible.
+--set takes any setting of lib/secrets.py, its value as a Python literal (a bare
+word is text), checked by the firmware's own validator. Board ids are new on each
+run (Home Assistant sees new devices) unless --data-dir keeps them. Progress goes
+to standard error about once a second, a summary to standard output at the end or
+on Ctrl-C."""
+
+# Settings the command's own flags own: --set would contradict them.
+FLAG_OF = {"MQTT_TOPIC": "--topic", "HOSTNAME": "--host", "SERIESNAME": "--series",
+           "IMP_PER_KWH": "--imp-per-kwh", "REPORT_INTERVAL_S": "--interval", "MQTT_SERVER": "--broker",
+           "MQTT_PORT": "--broker", "MQTT_USER": "--broker", "MQTT_PASS": "--broker",
+           "MQTT_TLS": "--broker mqtts://", "MQTT_CA_FILE": "--ca-file",
+           "MQTT_CLIENT_ID": "nothing: each board's client id is made of its per-run board id"}
 
 
 def register(sub):
@@ -46,6 +61,8 @@ def register(sub):
     p.add_argument("--data-dir", metavar="D",
                    help="where the boards keep their energy totals (default: a temporary directory)")
     p.add_argument("--start", type=float, metavar="UNIX", help="virtual unix time of the start (default: now)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="settings",
+                   help="any firmware setting, e.g. --set HA_DISCOVERY=True (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the boards' own log lines")
     p.set_defaults(func=run)
 
@@ -65,18 +82,44 @@ def _check(args):
         raise CliError("--start must be a unix time after 2020, got %s" % args.start)
 
 
+def parse_settings(items):
+    """{NAME: value} from --set NAME=VALUE items, checked by the firmware's config.check."""
+    values = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise CliError("--set %r: expected NAME=VALUE, e.g. --set HA_DISCOVERY=True" % item)
+        if name not in config.SETTINGS:
+            raise CliError("--set %s: not a firmware setting (lib/secrets.example.py lists them)" % name)
+        if name in FLAG_OF:
+            raise CliError("--set %s: set it with %s" % (name, FLAG_OF[name]))
+        try:
+            values[name] = ast.literal_eval(text.strip())
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            values[name] = text  # a bare word: text, as a shell user means it
+    _, errors, _ = config.check(values, required=False)
+    if errors:
+        raise CliError("--set: " + "; ".join(errors))
+    return values
+
+
 def run(args):
     _check(args)
+    extra = parse_settings(args.settings)
     profile = load_profile(args.watts, args.profile)
     err = sys.stderr
     log = None
     if args.verbose:
         def log(board_id, line):
             print("board %s: %s" % (board_id, line), file=err)
-    sim = Simulation(args.broker, args.topic, profile=profile, meters=args.meters, host=args.host,
-                     series=args.series, imp_per_kwh=args.imp_per_kwh, interval_s=args.interval,
-                     speed=args.speed, start_unix_s=args.start, data_dir=args.data_dir,
-                     ca_file=args.ca_file, log=log)
+    try:
+        sim = Simulation(args.broker, args.topic, profile=profile, meters=args.meters, host=args.host,
+                         series=args.series, imp_per_kwh=args.imp_per_kwh, interval_s=args.interval,
+                         speed=args.speed, start_unix_s=args.start, data_dir=args.data_dir,
+                         ca_file=args.ca_file, extra=extra, log=log)
+    except ValueError as e:  # the firmware's validator on the combined settings, a bad URL or CA file
+        raise CliError(str(e)) from None
     warned = [False]
 
     def progress(s):
