@@ -37,7 +37,8 @@ class Store:
         self.log = log
         self._lock = threading.Lock()
         self._c = {"written": 0, "spooled": 0, "db_rejected": 0}
-        self._sink_down = False
+        self._sink_down = False    # do not try the database before _retry_at
+        self._down_told = False    # its going down is logged, its coming back not yet
         self._retry_at = 0.0
         self._backoff = retry_s
         self._spool_trouble = ""   # why the spool refused the last append, until one succeeds
@@ -57,6 +58,9 @@ class Store:
     def put(self, points, stopping):
         while True:
             if self._write_now(points) or self._spool(points):
+                if self._spool_trouble:
+                    self.log.warning("readings flow again (spool %s)", self.spool.dir)
+                    self._spool_trouble = ""
                 return True
             if stopping.is_set():
                 self.log.warning("stopping with %d readings unstored; the broker keeps them", len(points))
@@ -96,22 +100,21 @@ class Store:
                                why)
             self._spool_trouble = str(e)
             return False
-        if self._spool_trouble:
-            self.log.warning("spool %s takes readings again", self.spool.dir)
-            self._spool_trouble = ""
         self._add(spooled=len(points))
         return True
 
     # -- the database going and coming ----------------------------------------------------
     def _went_down(self, e):
-        if not self._sink_down:
+        if not self._down_told:
+            self._down_told = True
             self.log.error("%s; %s", e, "spooling to %s" % self.spool.dir if self.spool else "holding messages")
         self._sink_down = True
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self.max_retry_s)
 
     def _came_back(self):
-        if self._sink_down:
+        if self._down_told:
+            self._down_told = False
             self.log.warning("%s answers again", self.sink.describe())
         self._sink_down = False
         self._backoff = self.retry_s
