@@ -19,7 +19,7 @@ import pytest
 from tests import servers
 from picopower.urls import UrlError, parse_broker
 from picopower.mqtt import Client
-from picopower.virtual import PulseSource, VirtualBoard, make_app, settings_for
+from picopower.virtual import PulseSource, VirtualBoard, make_app, run_until, settings_for
 
 from tests.certs import CA, sha256_fingerprint
 
@@ -65,9 +65,7 @@ def run_board(tmp_path, url, ca_file, seconds, user="meter", password=PASSWORD):
 
     board = VirtualBoard([PulseSource(times)], factory, str(tmp_path / "flash"), START)
     app = make_app(board, s)
-    while board.us < seconds * 1e6:
-        app.step()
-        board.advance(board.us + min(app.idle_ms(), 250) * 1000 + 1)
+    run_until(app, board, seconds * 1e6, step_ms=250)
     if app.link.client is not None:
         app.link.client.close()
     return board, app, errors
