@@ -14,6 +14,14 @@ The work is split so that everything but the USB cable is testable:
 
 Why remove stale .py files: MicroPython's import prefers lib/app.py over
 lib/app.mpy, so a board that once had the sources would keep running them.
+
+Why the hold: rp2's hardware watchdog cannot be stopped, and mpremote's
+Ctrl-C leaves it running, so a board already running the firmware resets
+8 s after the first mpremote command and cuts the copy off. The first step
+therefore writes a one-boot hold file (HOLD_FILE), copies main.py (which
+honours it, so an older firmware is covered too) and hard-resets the board,
+which stops the watchdog; main.py uses the hold up and stays at the REPL
+without the app. The last step's soft reset starts the app again.
 """
 
 import os
@@ -49,7 +57,14 @@ REQUIRED = ("wifi_ssid", "mqtt_server", "topic")
 # The seed's order first, then the rest.
 ORDER = ("WIFI_SSID", "WIFI_PASS", "MQTT_SERVER", "MQTT_PORT", "HOSTNAME", "SERIESNAME", "MQTT_TOPIC",
          "IMP_PER_KWH", "PULSE_PIN", "MQTT_USER", "MQTT_PASS")
-DEPENDENCIES = ("umqtt.simple",)
+# (name, version) installed with mip; the version the firmware is tested
+# against (tests/umqtt_simple_1_8.py models it, traps included).
+DEPENDENCIES = (("umqtt.simple", "1.8.0"),)
+HOLD_FILE = "picopower.hold"  # board/main.py uses it up at boot
+HOLD = 'open("%s","w").close()' % HOLD_FILE
+BOARD_RETURN_S = 15  # how long a hard-reset board may take to come back on USB
+HELD_HINT = ("; the board waits at its REPL without the app: run deploy again, "
+             "or `mpremote reset` to start what is on it")
 
 
 class DeployError(OSError):
@@ -195,11 +210,14 @@ def stale_sources_script(files):
 def make_plan(port, files, values, build_dir, deps=DEPENDENCIES, timeout_s=90):
     """The exact steps `execute` runs, for `--dry-run` and for running. Pure."""
     base = ["mpremote"] + ([] if port == "auto" else ["connect", port])
-    cmds = [("check the board's MicroPython (.mpy version, free flash)",
+    cmds = [("hold the firmware for the copy: a one-boot hold file, the new main.py (which honours it), "
+             "and a hard reset, which stops the watchdog",
+             base + ["exec", HOLD, "+", "cp", "main.py", ":main.py", "+", "reset"]),
+            ("check the board's MicroPython (.mpy version, free flash)",
              base + ["exec", PROBE])]
-    for dep in deps:
-        cmds.append(("install %s with mip (downloaded by this PC, copied over USB)" % dep,
-                     base + ["mip", "install", dep]))
+    for name, version in deps:
+        cmds.append(("install %s %s with mip (downloaded by this PC, copied over USB)" % (name, version),
+                     base + ["mip", "install", "%s@%s" % (name, version)]))
     if any(f.dest.endswith(".mpy") for f in files):
         cmds.append(("remove stale lib/*.py that would shadow the new .mpy files",
                      base + ["exec", stale_sources_script(files)]))
@@ -299,14 +317,23 @@ def ask_on_terminal(dest, question, secret):
 
 def execute(plan, values, say, build_dir, runner=subprocess.run, timeout_s=90, serial_factory=None, watch_broker=True):
     """Run the plan's mpremote commands, then follow the board until a reading arrives."""
+    held = False
     for i, (why, argv) in enumerate(plan.commands, 1):
         say("[%d/%d] %s" % (i, len(plan.commands) + 1, why))
         r = runner(argv, capture_output=True, text=True, cwd=build_dir)
+        if held and r.returncode != 0:
+            # The board is still coming back on USB after the hard reset.
+            until = time.monotonic() + BOARD_RETURN_S
+            while r.returncode != 0 and time.monotonic() < until:
+                time.sleep(1)
+                r = runner(argv, capture_output=True, text=True, cwd=build_dir)
+        held = HOLD in argv
         out = (r.stdout or "") + (r.stderr or "")
         if r.returncode != 0:
             last = [ln for ln in out.strip().splitlines() if ln.strip()]
-            raise DeployError("%s failed: %s" % (argv[0] + " " + " ".join(a for a in argv[1:4] if "\n" not in a),
-                                                last[-1] if last else "exit %d" % r.returncode))
+            raise DeployError("%s failed: %s%s" % (argv[0] + " " + " ".join(a for a in argv[1:4] if "\n" not in a),
+                                                  last[-1] if last else "exit %d" % r.returncode,
+                                                  HELD_HINT if i > 1 else ""))
         if argv[-1] == PROBE:
             check_probe(out, plan)
     say("[%d/%d] %s" % (len(plan.commands) + 1, len(plan.commands) + 1, plan.follow))
@@ -407,7 +434,7 @@ def package_json():
     mip fetches the sources (it does not compile), so the board gets .py files."""
     from picopower import __version__
     return {"urls": [[rel, "board/" + rel] for rel, _ in firmware.board_files()],
-            "deps": [[d, "latest"] for d in DEPENDENCIES],
+            "deps": [[name, version] for name, version in DEPENDENCIES],
             "version": __version__}
 
 

@@ -50,13 +50,13 @@ def test_build_makes_real_mpy_files_that_are_smaller_than_the_sources(tmp_path):
 
 
 def test_secrets_py_is_python_literals_the_firmware_reads_back_exactly():
-    values = {"WIFI_SSID": "Home \u00e9 Net", "WIFI_PASS": "a'b\"c\\d", "MQTT_SERVER": "10.0.0.2",
+    values = {"WIFI_SSID": "Home \u00e9 Net", "WIFI_PASS": "a'b\"c\\d-8+", "MQTT_SERVER": "10.0.0.2",
               "MQTT_TOPIC": "home/power", "MQTT_PORT": 1884, "IMP_PER_KWH": 800}
     mod = types.ModuleType("secrets")
     exec(deploy.secrets_text(values), mod.__dict__)
     settings, errors, _ = config.from_module(mod)
     assert errors == []
-    assert (settings["wifi_ssid"], settings["wifi_pass"], settings["mqtt_port"]) == ("Home \u00e9 Net", "a'b\"c\\d", 1884)
+    assert (settings["wifi_ssid"], settings["wifi_pass"], settings["mqtt_port"]) == ("Home \u00e9 Net", "a'b\"c\\d-8+", 1884)
     assert "a'b" not in deploy.secrets_text(values, mask=True)
 
 
@@ -146,7 +146,8 @@ class _SerialBoard:
     """A stand-in for the USB serial port: behind it a virtual Pico running the firmware
     against a real broker; each read() runs the board for one virtual second and returns its log."""
 
-    def __init__(self, broker_url, values, tmp):
+    def __init__(self, broker_url, values, tmp, pico=None):
+        self.pico = pico  # a _UsbPico: its main.py decides whether the app starts
         self.written = b""
         self.out = b""
         self.app = None
@@ -162,6 +163,11 @@ class _SerialBoard:
 
     def write(self, data):
         self.written += data
+        if self.pico is not None:
+            if b"\x03" in data:
+                self.pico.interrupt()
+            if data == b"\x04" and not self.pico.soft_reset():
+                return
         if data == b"\x04":  # soft reset: main.py starts
             settings = settings_for({k: v for k, v in self.values.items() if k not in ("WIFI_PASS",)})
             start = 1_700_000_000
@@ -175,6 +181,8 @@ class _SerialBoard:
         self.out = b""
 
     def read(self, n):
+        if self.pico is not None:
+            self.pico.spend(1.0)
         if self.app is not None:
             end = self.board.us + 1_000_000
             while self.board.us < end:
@@ -202,7 +210,7 @@ def test_deploy_runs_the_plan_in_order_then_follows_the_board_until_its_reading_
     from picopower.commands import deploy as command
     assert command.run(args, runner=runner, serial_factory=lambda: _SerialBoard(mosquitto.url, values, tmp_path)) == 0
     err = capsys.readouterr().err
-    assert [c[3] if c[1] == "connect" else c[1] for c in calls] == ["exec", "mip", "exec", "cp"]
+    assert [c[3] if c[1] == "connect" else c[1] for c in calls] == ["exec", "exec", "mip", "exec", "cp"]
     assert all(c[1:3] == ["connect", os.devnull] for c in calls)
     assert "link: BROKER -> ONLINE" in err
     done = [ln for ln in err.splitlines() if ln.startswith("done: published: ")]
@@ -225,6 +233,181 @@ def test_package_json_lists_exactly_the_board_files_for_mip():
     assert sorted(pkg["urls"]) == sorted([rel, "board/" + rel] for rel in board)
     for dest, src in pkg["urls"]:
         assert (ROOT / src).is_file()
-    assert pkg["deps"] == [["umqtt.simple", "latest"]]
+    assert pkg["deps"] == [["umqtt.simple", "1.8.0"]]
     assert pkg["version"] == __import__("picopower").__version__
     assert pkg == deploy.package_json()
+
+
+class _CutOff(Exception):
+    pass
+
+
+class _UsbPico:
+    """A Pico W on USB as mpremote meets it, on a virtual clock: its flash (a dict), its
+    REPL, the real board/main.py run at every boot, and rp2's watchdog, which cannot be
+    stopped: once the app has started it, a Ctrl-C leaves it running and the board resets
+    8 s after the last feed, cutting off whatever mpremote was doing. Only a hard reset
+    stops it. mpremote's own costs: 0.5 s to connect and interrupt, 0.2 s per exec, 4 s
+    for a mip install, 0.2 s + 8 KB/s per copied file."""
+
+    WDT_S = 8.0
+
+    def __init__(self, main_py):
+        self.fs = {"main.py": main_py}
+        self.t = 0.0
+        self.wdt_at = None  # when the watchdog fires; None: not started
+        self.app_running = False
+        self.watchdog_resets = 0
+        self.printed = []
+        self.hard_reset()
+
+    def _run_main(self):
+        """board/main.py as the board runs it; True when it started the app."""
+        pico = self
+        started = []
+
+        def remove(path):
+            if path not in pico.fs:
+                raise OSError(2)
+            del pico.fs[path]
+        fakes = {
+            "micropython": types.SimpleNamespace(alloc_emergency_exception_buf=lambda n: None),
+            "os": types.SimpleNamespace(remove=remove),
+            "board": types.SimpleNamespace(),
+            "app": types.SimpleNamespace(main=lambda board: started.append(True)),
+        }
+
+        def imp(name, *a, **kw):
+            return fakes[name]
+        builtins = {"__import__": imp, "print": lambda *a: pico.printed.append(" ".join(map(str, a))),
+                    "OSError": OSError, "True": True, "False": False}
+        exec(compile(self.fs["main.py"], "main.py", "exec"), {"__builtins__": builtins})
+        if started:
+            self.app_running = True
+            self.wdt_at = self.t + self.WDT_S  # WDT(8000), fed by the app's loop from now on
+        return bool(started)
+
+    def hard_reset(self):
+        self.wdt_at = None
+        self.app_running = False
+        return self._run_main()
+
+    def soft_reset(self):
+        self.app_running = False  # the watchdog keeps running through a soft reset
+        return self._run_main()
+
+    def interrupt(self):
+        if self.app_running:
+            self.app_running = False
+            self.wdt_at = self.t + self.WDT_S  # its last feed was just now
+
+    def spend(self, seconds):
+        self.t += seconds
+        if self.app_running:
+            self.wdt_at = self.t + self.WDT_S
+        elif self.wdt_at is not None and self.t >= self.wdt_at:
+            self.watchdog_resets += 1
+            self.hard_reset()
+            raise _CutOff()
+
+    def mpremote(self, argv, cwd):
+        """Run an mpremote command line against this board."""
+        args = argv[1:]
+        if args[:1] == ["connect"]:
+            args = args[2:]
+        out = []
+        try:
+            self.interrupt()
+            self.spend(0.5)
+            while args:
+                cmd = args.pop(0)
+                if cmd == "exec":
+                    code = args.pop(0)
+                    self.spend(0.2)
+                    if code == deploy.PROBE:
+                        out.append("PICOPOWER 6 860160 rp2")
+                    elif code == deploy.HOLD:
+                        self.fs[deploy.HOLD_FILE] = ""
+                elif cmd == "mip":
+                    args.pop(0)
+                    self.fs["lib/umqtt/simple.mpy"] = args.pop(0)
+                    self.spend(4.0)
+                elif cmd == "cp":
+                    src, dest = args.pop(0), args.pop(0)
+                    with open(os.path.join(cwd, src), "rb") as f:
+                        data = f.read()
+                    self.spend(0.2 + len(data) / 8000)
+                    self.fs[dest[1:]] = data.decode() if dest.endswith(".py") else data
+                elif cmd == "reset":
+                    self.hard_reset()
+                    self.spend(2.0)  # back on USB
+                elif cmd == "+":
+                    continue
+                else:
+                    raise AssertionError("mpremote command not modelled: %s" % cmd)
+        except _CutOff:
+            return subprocess.CompletedProcess(argv, 1, "\n".join(out), "mpremote: could not enter raw repl\n")
+        return subprocess.CompletedProcess(argv, 0, "\n".join(out) + "\n", "")
+
+
+MAIN_BEFORE_THE_HOLD = "import micropython\nmicropython.alloc_emergency_exception_buf(100)\n" \
+                       "import board\nimport app\napp.main(board)\n"
+
+
+def test_main_py_uses_the_hold_file_up_and_runs_the_app_at_the_next_boot():
+    pico = _UsbPico((firmware.BOARD_DIR / "main.py").read_text())
+    assert pico.app_running
+    pico.fs[deploy.HOLD_FILE] = ""
+    assert pico.hard_reset() is False and deploy.HOLD_FILE not in pico.fs
+    assert pico.wdt_at is None and "held for picopower deploy" in pico.printed[-1]
+    assert pico.soft_reset() is True and pico.app_running
+
+
+def _redeploy(pico, mosquitto, tmp_path):
+    flags = ["--wifi-ssid", "Home", "--wifi-pass", "topsecret", "--mqtt-server", "127.0.0.1",
+             "--mqtt-port", str(mosquitto.port), "--topic", "home/power", "--host", "kitchen", "--yes",
+             "--port", os.devnull, "--timeout", "20"]
+    args = cli.build_parser().parse_args(["deploy"] + flags)
+    values = deploy.collect_values(args)
+    from picopower.commands import deploy as command
+    return command.run(args, runner=lambda argv, cwd=None, **kw: pico.mpremote(argv, cwd),
+                       serial_factory=lambda: _SerialBoard(mosquitto.url, values, tmp_path, pico))
+
+
+@pytest.mark.servers
+def test_redeploy_onto_a_board_running_the_firmware_is_not_cut_off_by_its_watchdog(mosquitto, tmp_path, capsys):
+    pico = _UsbPico((firmware.BOARD_DIR / "main.py").read_text())
+    assert pico.app_running
+    assert _redeploy(pico, mosquitto, tmp_path) == 0
+    assert pico.watchdog_resets == 0 and pico.app_running
+    assert pico.fs["lib/umqtt/simple.mpy"] == "umqtt.simple@1.8.0" and deploy.HOLD_FILE not in pico.fs
+    assert any(ln.startswith("done: published: ") for ln in capsys.readouterr().err.splitlines())
+
+
+@pytest.mark.servers
+def test_redeploy_onto_firmware_from_before_the_hold_file_is_not_cut_off_either(mosquitto, tmp_path, capsys):
+    pico = _UsbPico(MAIN_BEFORE_THE_HOLD)
+    assert _redeploy(pico, mosquitto, tmp_path) == 0
+    assert pico.watchdog_resets == 0
+    assert pico.fs["main.py"] == (firmware.BOARD_DIR / "main.py").read_text()
+
+
+def test_a_deploy_failing_after_the_hold_says_how_to_restart_the_app(tmp_path):
+    def runner(argv, **kw):
+        if argv[-1] == deploy.PROBE:
+            return subprocess.CompletedProcess(argv, 1, "", "mpremote: no device found\n")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+    args = cli.build_parser().parse_args(["deploy", "--yes", "--port", os.devnull] + FLAGS)
+    from picopower.commands import deploy as command
+    deploy.BOARD_RETURN_S, saved = 0, deploy.BOARD_RETURN_S
+    try:
+        with pytest.raises(deploy.DeployError, match="no device found; the board waits at its REPL without the app"):
+            command.run(args, runner=runner, serial_factory=lambda: None)
+    finally:
+        deploy.BOARD_RETURN_S = saved
+
+
+def test_deploy_and_package_json_pin_the_umqtt_simple_the_tests_model():
+    from tests import umqtt_simple_1_8
+    assert deploy.DEPENDENCIES == (("umqtt.simple", umqtt_simple_1_8.VERSION),)
+    assert deploy.package_json()["deps"] == [["umqtt.simple", "1.8.0"]]
