@@ -22,6 +22,8 @@ Brokers (`Broker`) answer on the virtual timeline with a delay, stay silent,
 stall mid-PUBACK, close after each publish, or drop SYNs (a switched-off PC).
 """
 
+import socket as _pysocket  # CPython's, taken before tests put a MicroPython-like one in sys.modules
+
 ETIMEDOUT = 110
 ECONNREFUSED = 111
 ECONNRESET = 104
@@ -287,3 +289,58 @@ def _take_packet(buf):
     first, body = buf[0], bytes(buf[i:i + size])
     del buf[:i + size]
     return first, body
+
+
+class LoopbackSockets:
+    """MicroPython's socket API (read(n), write(buf, n), settimeout) over CPython sockets,
+    for brokers on 127.0.0.1. Timeouts come from the operating system here, not the
+    virtual clock; a timeout is CPython's TimeoutError, an OSError like MicroPython's."""
+
+    AF_INET = 2
+    SOCK_STREAM = 1
+
+    @staticmethod
+    def socket(*args):
+        return _LoopbackSocket(_pysocket.socket(_pysocket.AF_INET, _pysocket.SOCK_STREAM))
+
+    @staticmethod
+    def getaddrinfo(host, port, *args):
+        if isinstance(host, bytes):
+            host = host.decode()
+        if not host.startswith("127."):
+            raise OSError(-2)  # never leave the machine
+        return [(2, 1, 0, "", (host, port))]
+
+
+class _LoopbackSocket:
+    def __init__(self, s):
+        self.s = s
+
+    def settimeout(self, t):
+        self.s.settimeout(t)
+
+    def setblocking(self, flag):
+        self.s.setblocking(flag)
+
+    def connect(self, addr):
+        self.s.connect(tuple(addr))
+
+    def write(self, buf, n=None):
+        data = memoryview(buf)[:n] if n is not None else memoryview(buf)
+        self.s.sendall(data)
+        return len(data)
+
+    def read(self, n):
+        out = b""
+        while len(out) < n:
+            try:
+                b = self.s.recv(n - len(out))
+            except BlockingIOError:
+                return out or None
+            if not b:
+                break
+            out += b
+        return out
+
+    def close(self):
+        self.s.close()

@@ -7,6 +7,8 @@ behaves again.
 """
 
 import json
+import socket
+import threading
 
 import pytest
 
@@ -148,3 +150,92 @@ def test_a_broker_closing_after_each_publish_still_gets_every_reading(monkeypatc
     rig.run_until_drained()
     assert rig.readings_received() == rig.app.readings >= 55
     assert rig.board.longest_gap_ms < 8000
+
+
+# --- the same board.py over real sockets, against misbehaving brokers on 127.0.0.1 ----------
+
+class _LoopbackBroker:
+    """Accepts one client; answers CONNECT unless `silent`, then sends half a PUBACK and
+    holds the connection open until the test ends, or gives up after 10 s so nothing hangs for good."""
+
+    def __init__(self, silent):
+        self.silent = silent
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.done = threading.Event()
+        self.gave_up = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.recv(1024)  # CONNECT
+            if not self.silent:
+                conn.sendall(b"\x20\x02\x00\x00")
+                conn.recv(1024)  # PUBLISH
+                conn.sendall(b"\x40")  # the first byte of its PUBACK, and nothing more
+            self.gave_up = not self.done.wait(10)
+
+    def close(self):
+        self.done.set()
+        self.thread.join(15)
+        self.listener.close()
+
+
+@pytest.fixture
+def loopback_board(monkeypatch):
+    import time as pytime
+
+    class Ticks:
+        """MicroPython's ticks on the real monotonic clock."""
+
+        def ticks_ms(self):
+            return int(pytime.monotonic() * 1000) & ((1 << 30) - 1)
+
+        ticks_add = WatchedBoard.ticks_add
+        ticks_diff = WatchedBoard.ticks_diff
+
+    from tests.fakenet import LoopbackSockets
+    hw = load_board(monkeypatch, types_net(LoopbackSockets), None)
+    hw.time = Ticks()
+    monkeypatch.setattr(hw, "STEP_MS", 300, raising=False)  # the same code path as 5 s, sooner
+    return hw
+
+
+def types_net(module):
+    """What load_board wants of a network: its socket module."""
+    return type("LoopbackNet", (), {"module": staticmethod(lambda: module)})()
+
+
+def _loopback_settings(port):
+    return {"mqtt_tls": False, "mqtt_ca_file": "", "mqtt_server": "127.0.0.1", "mqtt_port": port,
+            "mqtt_user": "", "mqtt_pass": "", "mqtt_keepalive": 60}
+
+
+def test_on_loopback_a_broker_silent_after_accept_fails_connect_by_the_deadline_not_by_hanging(loopback_board):
+    broker = _LoopbackBroker(silent=True)
+    try:
+        client = loopback_board.mqtt_client(_loopback_settings(broker.port), "pico-1", "s")
+        with pytest.raises(OSError):
+            client.connect()
+        client.close()
+    finally:
+        broker.close()
+    assert not broker.gave_up  # the deadline ended the wait, not the broker hanging up
+
+
+def test_on_loopback_a_broker_stalling_mid_puback_fails_the_publish_by_the_deadline(loopback_board):
+    broker = _LoopbackBroker(silent=False)
+    try:
+        client = loopback_board.mqtt_client(_loopback_settings(broker.port), "pico-1", "s")
+        client.connect()
+        with pytest.raises(OSError):
+            client.publish("home/power", b"{}")
+        client.close()
+    finally:
+        broker.close()
+    assert not broker.gave_up
