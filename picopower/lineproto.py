@@ -10,10 +10,11 @@ timestamp, json_time_format unix, tag_keys host), only stricter:
 - `power` is a finite number from 0 to 1e6 W (a string such as "123.4" is
   rejected, as Telegraf drops it); `timestamp` is a finite number of unix
   seconds, not before 2020 and at most one day ahead of this machine's clock;
-- `measurement` and `host` are non-empty strings of at most 64 characters,
-  without control characters (newlines included) or backslashes (a trailing
-  backslash cannot be written in InfluxDB 1.x line protocol), and the
-  measurement does not start with '#' (a comment line);
+- `measurement` and `host` pass the board's own name rule,
+  config.name_problem: non-empty strings of at most 64 characters, without
+  control or invisible characters (newlines, NEL, line separators included)
+  or backslashes (a trailing backslash cannot be written in InfluxDB 1.x line
+  protocol), and the measurement does not start with '#' (a comment line);
 - `energy` and `pulses`, when present, are finite numbers; other keys are
   ignored (never written), so the stored schema stays the firmware's.
 
@@ -27,10 +28,10 @@ import math
 import time
 from collections import namedtuple
 
-from picopower.firmware import message  # noqa: E402
+from picopower.firmware import config, message  # noqa: E402
 
 MAX_PAYLOAD = 64 * 1024
-MAX_NAME = 64
+MAX_NAME = config.NAME_MAX
 MAX_POWER = 1e6
 MIN_TIME = 1577836800  # 2020-01-01T00:00:00Z
 MAX_AHEAD_S = 86400
@@ -73,21 +74,17 @@ def _number(obj, key):
 
 
 def _name(obj, key):
+    """The board's own rule (config.name_problem): what the board's validator
+    accepts as HOSTNAME or SERIESNAME, the bridge stores."""
     v = obj[key]
-    if not isinstance(v, str):
-        raise Rejected("%s is not a string" % key)
-    if not v:
-        raise Rejected("%s is empty" % key)
-    if len(v) > MAX_NAME:
-        raise Rejected("%s is too long" % key)
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        raise Rejected("%s is not valid Unicode" % key) from None
-    if any(c < " " or "\x7f" <= c <= "\x9f" for c in v):
-        raise Rejected("%s has control characters" % key)
-    if "\\" in v:
-        raise Rejected("%s has a backslash" % key)
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Rejected("%s is not valid Unicode" % key) from None
+    problem = config.name_problem(v, key == MEASUREMENT)
+    if problem:
+        raise Rejected("%s %s" % (key, problem))
     return v
 
 
@@ -120,8 +117,6 @@ def parse(payload, now=None):
         ms = round(ts * 1000)
         ts = ms // 1000 if ms % 1000 == 0 else ms / 1000.0
     measurement = _name(obj, MEASUREMENT)
-    if measurement.startswith("#"):
-        raise Rejected("measurement starts with #")
     host = _name(obj, HOST)
     fields = {POWER: power}
     for key in message.EXTRA_KEYS:

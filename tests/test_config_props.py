@@ -11,7 +11,8 @@ import math
 import pytest
 from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
 
-from picopower.firmware import config  # noqa: E402
+from picopower.firmware import config, message, pulses  # noqa: E402
+from picopower import lineproto  # noqa: E402
 
 BASE = {"WIFI_SSID": "net", "MQTT_SERVER": "192.168.1.10", "MQTT_TOPIC": "home/power"}
 NAMES = sorted(config.SETTINGS)
@@ -43,8 +44,15 @@ def valid(kind, arg):
         return st.sampled_from(config.FREE_PINS)
     if kind in ("text", "secret"):
         return _text(min(arg, 40))
-    if kind == "name":
-        return _text(min(arg, 40), 1).filter(lambda t: t.strip())
+    if kind in ("name", "series"):
+        return _text(min(arg, 40), 1).filter(lambda t: config.name_problem(t, kind == "series") is None)
+    if kind == "ssid":
+        return _text(32, 1).filter(lambda t: len(t.encode("utf-8", "surrogatepass")) <= 32)
+    if kind == "wifi_pass":
+        return (st.just("") | st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=8, max_size=63)
+                | st.text("0123456789abcdefABCDEF", min_size=64, max_size=64))
+    if kind == "watchdog":
+        return st.just(0) | st.integers(*arg)
     if kind == "host":
         return st.from_regex(r"[a-z0-9][a-z0-9.-]{0,30}", fullmatch=True)
     if kind in ("topic", "topic_or_empty"):
@@ -71,8 +79,16 @@ def invalid(kind, arg):
         return st.sampled_from([23, 24, 25, 29, -1, 30, 100]) | st.booleans() | st.text(max_size=3)
     if kind in ("text", "secret"):
         return not_str | _text(arg + 20, arg + 1) | st.just("ab\ncd") | st.just("x\x00")
-    if kind == "name":
-        return not_str | st.just("") | st.just("   ") | _text(arg + 10, arg + 1)
+    if kind in ("name", "series"):
+        bad = not_str | st.sampled_from(["", "   ", "a\\b", "a\x85b", "x\u2028y", "\ufeff"]) | _text(arg + 10, arg + 1)
+        return (bad | st.just("#power")) if kind == "series" else bad
+    if kind == "ssid":
+        return not_str | st.just("") | st.just("\u00e9" * 17) | _text(60, 33) | st.just("a\nb")
+    if kind == "wifi_pass":
+        return (not_str | _text(7, 1).filter(lambda t: len(t.encode("utf-8", "surrogatepass")) < 8) | _text(80, 65)
+                | st.just("g" * 64) | st.just("abcdefgh\n") | st.just("\u00e9" * 32))
+    if kind == "watchdog":
+        return st.integers(1, arg[0] - 1) | st.integers(min_value=arg[1] + 1) | st.integers(max_value=-1) | st.none()
     if kind == "host":
         return not_str | st.just("") | st.sampled_from(["a b", "h/x", "x@y", "a,b"])
     if kind in ("topic", "topic_or_empty"):
@@ -93,8 +109,16 @@ def conforms(kind, arg, v):
         return v in arg
     if kind == "pin":
         return type(v) is int and v in config.FREE_PINS
-    if kind in ("text", "secret", "name"):
+    if kind in ("text", "secret"):
         return isinstance(v, str) and len(v) <= arg and all(ord(c) >= 32 and ord(c) != 127 for c in v)
+    if kind in ("name", "series"):
+        return config.name_problem(v, kind == "series") is None
+    if kind == "ssid":
+        return isinstance(v, str) and 1 <= len(v.encode("utf-8")) <= 32
+    if kind == "wifi_pass":
+        return isinstance(v, str) and (len(v) in (0, 64) or 8 <= len(v.encode("utf-8")) <= 63)
+    if kind == "watchdog":
+        return type(v) is int and (v == 0 or arg[0] <= v <= arg[1])
     if kind in ("host", "topic", "topic_or_empty"):
         return isinstance(v, str) and (v != "" or kind == "topic_or_empty")
     return True
@@ -105,6 +129,8 @@ def default(name):
     return None if d == config.REQUIRED else d
 
 
+# IMP_PER_KWH x MAX_POWER_W below this gives a minimum gap the filter cannot keep.
+MIN_IMP_TIMES_W = -(-3600000000000 // pulses.MAX_GAP_US)
 SETTABLE = [n for n in NAMES if config.SETTINGS[n][1] != "channels"]
 CHANNEL_SETTINGS = {k: config.SETTINGS[top] for k, top in config.CHANNEL_KEYS.items() if top}
 
@@ -200,6 +226,10 @@ def valid_values(draw):
         out["REVISION_TOPIC"] = ""  # revisions may never share the live topic
     if out.get("MQTT_PASS") and not out.get("MQTT_USER"):
         out["MQTT_USER"] = "meter"
+    imp = out.get("IMP_PER_KWH", default("IMP_PER_KWH"))
+    if imp * out.get("MAX_POWER_W", default("MAX_POWER_W")) < MIN_IMP_TIMES_W:
+        out["MAX_POWER_W"] = -(-MIN_IMP_TIMES_W // imp)  # the ghost filter's longest gap
+        assume(out["MAX_POWER_W"] <= config.SETTINGS["MAX_POWER_W"][2][1])
     wmin = out.get("PULSE_WIDTH_MIN_MS", 0)
     wmax = out.get("PULSE_WIDTH_MAX_MS", 0)
     if wmin and (not wmax or wmin > wmax):
@@ -216,6 +246,10 @@ def valid_channels(draw):
         ch = {"PIN": pins[i], "SERIESNAME": "meter%d" % i}
         for key in draw(st.sets(st.sampled_from(["PULL", "EDGE", "IMP_PER_KWH", "MAX_POWER_W"]))):
             ch[key] = draw(valid(*CHANNEL_SETTINGS[key][1:]))
+        if "IMP_PER_KWH" in ch or "MAX_POWER_W" in ch:
+            ch["IMP_PER_KWH"] = imp = ch.get("IMP_PER_KWH", default("IMP_PER_KWH"))
+            ch["MAX_POWER_W"] = max(ch.get("MAX_POWER_W", default("MAX_POWER_W")), -(-MIN_IMP_TIMES_W // imp))
+            assume(ch["MAX_POWER_W"] <= config.SETTINGS["MAX_POWER_W"][2][1])
         out.append(ch)
     return out
 
@@ -302,3 +336,33 @@ def test_a_valid_hostname_always_gives_a_publishable_one_level_availability_topi
     topic = s["availability_topic"]
     assert "+" not in topic and "#" not in topic
     assert topic.split("/")[:2] == ["picopower", host] and len(topic.split("/")) == 3
+
+
+# --- one definition of a name: what the board accepts, the bridge stores --------------------------
+
+any_text = st.text(st.characters(), max_size=70) | st.sampled_from(
+    ["pico\\", "#power", "a\x85b", "x\u2028y", "\ufeffpico", "a,b c=d", "\"quoted\"", " lead", "\u00e9t\u00e9"])
+
+
+@hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(host=any_text, series=any_text)
+def test_any_hostname_and_seriesname_config_accepts_the_bridge_parses_and_writes_as_one_line(host, series):
+    s, errors, _ = config.check(dict(BASE, HOSTNAME=host, SERIESNAME=series, AVAILABILITY_TOPIC="pico/status"))
+    if errors:
+        return
+    payload = message.reading(1234.5, 1767225600, s["channels"][0]["seriesname"], s["hostname"], 10, 1000)
+    point = lineproto.parse(payload, now=1767225600)
+    assert (point.measurement, point.host) == (series, host)
+    text = lineproto.line(point)
+    assert "\n" not in text and "\r" not in text and not text.startswith("#")
+
+
+@FAST
+@given(host=any_text, series=any_text)
+def test_a_name_the_bridge_refuses_is_refused_by_config_too(host, series):
+    payload = message.reading(1.0, 1767225600, series, host, 1, 1000)
+    try:
+        lineproto.parse(payload, now=1767225600)
+    except lineproto.Rejected:
+        _, errors, _ = config.check(dict(BASE, HOSTNAME=host, SERIESNAME=series, AVAILABILITY_TOPIC="pico/status"))
+        assert errors

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from picopower.firmware import app, discovery, message
+from picopower.firmware import app, config, discovery, message
 from picopower.loads import Profile
 from picopower.mqtt import Client, listen
 from picopower.urls import parse_broker
@@ -235,8 +235,9 @@ def test_health_templates_read_only_this_hosts_health_message():
     assert ha_render(diag[1]["value_template"], json.dumps(dict(mine, reset_cause=0))) == "power-on"
 
 
+# Any name the board accepts (quotes included; backslashes are refused by config.name_problem).
 names = st.text(st.characters(min_codepoint=32, blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20) \
-    .filter(lambda t: t.strip())
+    .filter(lambda t: config.name_problem(t) is None)
 
 
 @hsettings(max_examples=60, deadline=None)

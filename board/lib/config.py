@@ -6,22 +6,34 @@ a user can act on (`MQTT_PORT must be an integer 1-65535, got '18a3'`), so the
 board can show them and wait instead of crashing into a reboot loop. The host
 uses the same function to validate what `picopower deploy` writes.
 
+What is valid is decided once, here, for the board and the host alike: the
+bridge (picopower/lineproto.py) takes HOSTNAME and SERIESNAME through
+`name_problem`, so any name the board accepts is a name the bridge stores.
+
 Several meters on one board: `CHANNELS`, a list of dicts whose keys are the
 per-channel names below; a key left out takes the top-level value. Without
 `CHANNELS` the board has one channel made of the seed's names.
 """
 
+from pulses import min_gap_us, MAX_GAP_US
+
 REQUIRED = "required"
+
+# The longest a blocking network step may take (board.STEP_MS must not exceed
+# it); the watchdog must outlast one such step plus the rest of a loop pass.
+NETWORK_STEP_MS = 5000
+MIN_WATCHDOG_MS = NETWORK_STEP_MS + 2000
+NAME_MAX = 64
 
 # name: (default, kind, argument)
 SETTINGS = {
     # The seed's names.
-    "WIFI_SSID": (REQUIRED, "text", 32),
-    "WIFI_PASS": ("", "secret", 64),
+    "WIFI_SSID": (REQUIRED, "ssid", 32),
+    "WIFI_PASS": ("", "wifi_pass", None),
     "MQTT_SERVER": (REQUIRED, "host", None),
     "MQTT_PORT": (1883, "int", (1, 65535)),
-    "HOSTNAME": ("picopower", "name", 64),
-    "SERIESNAME": ("power", "name", 64),
+    "HOSTNAME": ("picopower", "name", NAME_MAX),
+    "SERIESNAME": ("power", "series", NAME_MAX),
     "MQTT_TOPIC": (REQUIRED, "topic", None),
     # The meter and its sensor.
     "IMP_PER_KWH": (1000, "int", (1, 100000)),
@@ -55,7 +67,7 @@ SETTINGS = {
     "HA_PREFIX": ("homeassistant", "topic", None),
     "HA_EXPIRE_S": (0, "int", (0, 86400)),
     # The board.
-    "WATCHDOG_MS": (8000, "int", (0, 8388)),
+    "WATCHDOG_MS": (8000, "watchdog", (MIN_WATCHDOG_MS, 8388)),
     "STATUS_LED": (True, "bool", None),
 }
 
@@ -78,7 +90,7 @@ FREE_PINS = tuple(range(0, 23)) + (26, 27, 28)
 
 def _shown(value):
     if isinstance(value, str):
-        if _bad_text(value):
+        if _bad_text(value) or [c for c in value if _unprintable(c)]:
             return repr(value)  # escapes newlines: the message stays one line
         return "'%s'" % value
     return repr(value)
@@ -93,6 +105,57 @@ def _bad_text(v):
         if ord(c) < 32 or ord(c) == 127:
             return True
     return False
+
+
+# Characters no name may hold: C0/C1 controls and DEL, and the invisible or
+# line-breaking ones (zero-width, bidi controls, line/paragraph separators,
+# BOM, surrogates, non-characters) that look like nothing in a dashboard and
+# break line-based formats.
+_UNPRINTABLE = ((0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x200B, 0x200F), (0x2028, 0x202E),
+                (0x2060, 0x206F), (0xD800, 0xDFFF), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0xFFFE, 0xFFFF))
+
+
+def _unprintable(c):
+    o = ord(c)
+    for lo, hi in _UNPRINTABLE:
+        if lo <= o <= hi:
+            return True
+    return False
+
+
+def name_problem(value, measurement=False):
+    """Why `value` cannot be a HOSTNAME (an InfluxDB tag value) or, with
+    `measurement`, a SERIESNAME (the measurement): a short fixed phrase, or
+    None. Line protocol cannot end a name with a backslash and reads a line
+    starting with '#' as a comment; Telegraf and dashboards choke on controls."""
+    if not isinstance(value, str):
+        return "is not a string"
+    if not value.strip():
+        return "is empty"
+    if len(value) > NAME_MAX:
+        return "is too long"
+    for c in value:
+        if _unprintable(c):
+            return "has control characters"
+    if "\\" in value:
+        return "has a backslash"
+    if measurement and value[0] == "#":
+        return "starts with #"
+    return None
+
+
+def _utf8_len(v):
+    try:
+        return len(v.encode("utf-8"))
+    except UnicodeError:
+        return -1
+
+
+def _is_hex(v):
+    for c in v:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return True
 
 
 def _problem(name, value, kind, arg):
@@ -111,10 +174,39 @@ def _problem(name, value, kind, arg):
     elif kind == "choice":
         if value not in arg:
             return "%s must be one of %s, got %s" % (name, ", ".join(arg), _shown(value))
+    elif kind == "watchdog":
+        lo, hi = arg
+        if not _is_int(value) or not (value == 0 or lo <= value <= hi):
+            return ("%s must be 0 (off) or an integer %d-%d: it must outlast a network step of up to %d ms,"
+                    " got %s" % (name, lo, hi, NETWORK_STEP_MS, _shown(value)))
+    elif kind == "ssid":
+        if not isinstance(value, str):
+            return "%s must be text in quotes, got %s" % (name, _shown(value))
+        n = _utf8_len(value)
+        if not value or n < 0 or n > arg or _bad_text(value):
+            return ("%s must be 1-%d bytes of printable text (UTF-8: accented letters take 2 bytes), got %d"
+                    " bytes" % (name, arg, max(n, 0)))
+    elif kind == "wifi_pass":
+        if not isinstance(value, str):
+            return "%s must be text in quotes (value not shown)" % name
+        n = _utf8_len(value)
+        if n == 64 and _is_hex(value):
+            return None
+        if _bad_text(value) or n < 0 or not (n == 0 or 8 <= n <= 63):
+            return ("%s must be empty (open network), 8-63 printable characters or 64 hex digits (WPA2),"
+                    " got %d bytes (value not shown)" % (name, max(n, 0)))
+    elif kind in ("name", "series"):
+        problem = name_problem(value, kind == "series")
+        if problem == "is not a string":
+            return "%s must be text in quotes, got %s" % (name, _shown(value))
+        if problem == "is too long":
+            return "%s must be at most %d characters, got %d" % (name, arg, len(value))
+        if problem:
+            return "%s %s, got %s: it names the readings in InfluxDB" % (name, problem, _shown(value))
     elif kind == "pin":
         if not _is_int(value) or value not in FREE_PINS:
             return "%s must be a free GPIO number (0-22, 26-28), got %s" % (name, _shown(value))
-    elif kind in ("text", "secret", "name"):
+    elif kind in ("text", "secret"):
         if not isinstance(value, str):
             if kind == "secret":
                 return "%s must be text in quotes (value not shown)" % name
@@ -123,8 +215,6 @@ def _problem(name, value, kind, arg):
             return "%s must be at most %d characters, got %d" % (name, arg, len(value))
         if _bad_text(value):
             return "%s must not contain control characters or newlines" % name
-        if kind == "name" and not value.strip():
-            return "%s must not be empty" % name
     elif kind == "host":
         if not isinstance(value, str) or not value or len(value) > 253:
             return "%s must be a host name or IP address, got %s" % (name, _shown(value))
@@ -193,6 +283,7 @@ def _channels(raw, top, errors):
         series.append(ch.get("seriesname"))
         names.append(name)
         _check_width(ch, where + "." if where else "", errors)
+        _check_gap(ch, where + "." if where else "", errors)
         out.append(ch)
     return out
 
@@ -204,6 +295,19 @@ def _check_width(ch, where, errors):
         errors.append("%sPULSE_WIDTH_MIN_MS (%s) must not exceed PULSE_WIDTH_MAX_MS (%s)" % (where, wmin, wmax))
     if wmin and not wmax:
         errors.append("%sPULSE_WIDTH_MIN_MS needs PULSE_WIDTH_MAX_MS too (0 turns the width filter off)" % where)
+
+
+def _check_gap(ch, where, errors):
+    imp = ch.get("imp_per_kwh")
+    watts = ch.get("max_power_w")
+    if imp is None or watts is None:
+        return
+    gap = min_gap_us(imp, watts)
+    if gap > MAX_GAP_US:
+        errors.append("%sIMP_PER_KWH %d with MAX_POWER_W %d means pulses at least %d s apart; the ghost filter"
+                      " can keep at most %d s: raise MAX_POWER_W to %d or more" % (
+                          where, imp, watts, gap // 1000000, MAX_GAP_US // 1000000,
+                          -(-3600000000000 // (imp * MAX_GAP_US))))
 
 
 def check(values, required=True):
