@@ -185,6 +185,8 @@ class Broker:
                              first byte of a PUBACK and nothing more
     close_after_publish      acknowledges each PUBLISH, then closes the connection
     drops_syn / refuses      the host does not answer / refuses TCP
+    switch_off()             the broker's PC goes off: nothing answers any more,
+                             on open connections or new ones
     """
 
     def __init__(self, connack_ms=0, puback_ms=0, silent=False, stall_after=None,
@@ -200,9 +202,14 @@ class Broker:
         self.published = []  # (topic, payload, retain, qos)
         self.pings = 0
         self.disconnects = 0
+        self.off = False
         self._buf = {}
 
+    def switch_off(self):
+        self.off = self.drops_syn = True
+
     def heal(self):
+        self.off = False
         self.connack_ms = self.puback_ms = 0
         self.silent = self.close_after_publish = self.drops_syn = self.refuses = False
         self.stall_after = None
@@ -218,6 +225,8 @@ class Broker:
         sock.pending.sort(key=lambda p: p[0])
 
     def receive(self, sock, data):
+        if self.off:
+            return
         buf = self._buf.setdefault(id(sock), bytearray())
         buf += data
         while True:

@@ -295,6 +295,47 @@ def test_dns_failing_after_a_rejoin_falls_back_to_the_address_from_before(board,
         board.resolve("never.seen")
 
 
+def _dns_taking(seconds, board, net, clock, monkeypatch):
+    """A DNS query lwIP keeps retrying for `seconds`; returns the watchdog's feed times (ms)."""
+    feeds, timers = [], []
+
+    class Timer:  # machine.Timer: a soft periodic timer
+        PERIODIC = 1
+
+        def __init__(self, mode, period, callback):
+            self.callback, self.live = callback, True
+            timers.append(self)
+
+        def deinit(self):
+            self.live = False
+    machine = sys.modules["machine"]
+    machine.Timer = Timer
+    machine.WDT = lambda timeout: types.SimpleNamespace(feed=lambda: feeds.append(clock.ms))
+    board.watchdog(8000)
+
+    def slow_getaddrinfo(host, port):
+        for _ in range(seconds):
+            clock.sleep_ms(1000)
+            for t in timers:
+                if t.live:
+                    t.callback(t)
+        return [(2, 1, 0, "", (BROKER[0], port))]
+    monkeypatch.setattr(net, "getaddrinfo", slow_getaddrinfo)
+    assert board.resolve("broker.lan") == BROKER[0]
+    assert not any(t.live for t in timers)
+    return feeds
+
+
+def test_a_dns_query_of_9_s_keeps_the_watchdog_fed_every_second(board, net, clock, monkeypatch):
+    feeds = _dns_taking(9, board, net, clock, monkeypatch)
+    assert feeds == [1000 * i for i in range(1, 10)]
+
+
+def test_a_dns_query_of_30_s_is_fed_for_16_s_only_so_a_hang_still_resets(board, net, clock, monkeypatch):
+    feeds = _dns_taking(30, board, net, clock, monkeypatch)
+    assert max(feeds) == 15000 and len(feeds) == 15
+
+
 def test_ntp_asks_the_address_resolved_at_join_with_a_2_s_timeout(board, net):
     board.wifi_start("Home", "pw")
     board.resolve("pool.ntp.org")

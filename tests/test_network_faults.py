@@ -108,6 +108,20 @@ def test_a_dead_broker_host_for_5_minutes_costs_no_reading_and_no_watchdog_reset
     assert rig.board.longest_gap_ms < 8000
 
 
+def test_a_broker_pc_switched_off_for_5_minutes_while_online_costs_no_reading_and_no_watchdog_reset(
+        monkeypatch, tmp_path):
+    rig = Rig(monkeypatch, tmp_path, Broker())
+    rig.run(120)
+    assert rig.app.link.state == "ONLINE"
+    rig.broker.switch_off()
+    rig.run(300)
+    assert rig.app.outbox.size >= 29
+    rig.broker.heal()
+    rig.run_until_drained()
+    assert rig.readings_received() == rig.app.readings >= 42
+    assert rig.board.longest_gap_ms < 8000
+
+
 def test_a_broker_answering_in_2_2_s_with_discovery_on_costs_no_reading_and_no_watchdog_reset(
         monkeypatch, tmp_path):
     rig = Rig(monkeypatch, tmp_path, Broker(connack_ms=2200, puback_ms=2200), discovery=True)

@@ -41,6 +41,10 @@ except ImportError:
 # that stays inside the 8 s watchdog, which the loop feeds between steps.
 STEP_MS = const(5000)
 NTP_TIMEOUT_S = const(2)
+# lwIP ends a DNS query by itself, after about 7 s per DNS server (two at
+# most): longer than the watchdog allows, so a timer feeds it meanwhile, for
+# at most DNS_FED_MS.
+DNS_FED_MS = const(16000)
 _ETIMEDOUT = const(110)
 _PM_PERFORMANCE = const(0xA11140)  # CYW43 power saving off: a responsive link
 
@@ -49,6 +53,7 @@ _addr = {}  # host name -> address, kept across Wi-Fi joins as a fallback
 _fresh = {}  # names resolved since the latest join
 _led = None
 _pins = []
+_wdt = None
 
 
 def ticks_us():
@@ -127,14 +132,12 @@ def resolve(host):
     """The address of `host`: asked of DNS once per Wi-Fi join, then kept.
 
     umqtt.simple and ntptime call getaddrinfo on every connect; handed an
-    address they skip DNS. lwIP bounds a query itself (4 tries, about 7 s per
-    DNS server), so the link makes it a step of its own. If DNS fails, the
-    address from an earlier join is used."""
+    address they skip DNS, so the link makes DNS a step of its own (_dns says
+    how it is bounded). If DNS fails, the address from an earlier join is used."""
     if host in _fresh:
         return _addr[host]
-    import socket
     try:
-        ip = socket.getaddrinfo(host, 0)[0][-1][0]
+        ip = _dns(host)
     except OSError:
         if host not in _addr:
             raise
@@ -142,6 +145,24 @@ def resolve(host):
     _addr[host] = ip
     _fresh[host] = True
     return ip
+
+
+def _dns(host):
+    import socket
+    timer = None
+    if _wdt is not None:
+        end = time.ticks_add(time.ticks_ms(), DNS_FED_MS)
+
+        def feed(t):
+            if time.ticks_diff(end, time.ticks_ms()) > 0:
+                _wdt.feed()
+        # A soft timer: it runs while getaddrinfo waits for lwIP.
+        timer = machine.Timer(mode=machine.Timer.PERIODIC, period=1000, callback=feed)
+    try:
+        return socket.getaddrinfo(host, 0)[0][-1][0]
+    finally:
+        if timer is not None:
+            timer.deinit()
 
 
 def ntp_unix_ms(host):
@@ -367,9 +388,11 @@ class _NoWatchdog:
 
 
 def watchdog(ms):
+    global _wdt
     if not ms:
         return _NoWatchdog()
-    return machine.WDT(timeout=ms)
+    _wdt = machine.WDT(timeout=ms)
+    return _wdt
 
 
 # --- durability and health (H-durable) ---------------------------------------
