@@ -23,6 +23,8 @@ LOOP_MS = 100
 class Channel:
     """One meter: its pulse input, power estimator and energy total."""
 
+    revisions = None  # revisions.Revisions while REVISION_TOPIC is set
+
     def __init__(self, index, spec, settings, board, log):
         self.index = index
         self.spec = spec
@@ -73,13 +75,18 @@ class Channel:
                 # Overwritten ticks: spread them evenly before this pulse.
                 start = est.last if est.last is not None else t
                 for k in range(1, lost + 1):
-                    est.pulse(start + (t - start) * k // (lost + 1))
+                    self._pulse(start + (t - start) * k // (lost + 1))
                 self.lost += lost
                 lost = 0
-            est.pulse(t)
+            self._pulse(t)
             i += 1
         self.seen = i
         cap.settle()
+
+    def _pulse(self, t):
+        self.estimator.pulse(t)
+        if self.revisions is not None:
+            self.revisions.pulse(t)
 
 
 class App:
@@ -100,6 +107,11 @@ class App:
         # (kind 0) or revision (kind 1) pushed: the host's simulation records them,
         # Home Assistant's per-board state takes the live ones.
         self.on_reading = []
+        if settings["revision_topic"]:
+            from revisions import Revisions, slots_for
+            slots = slots_for(settings["report_interval_s"])
+            for ch in self.channels:
+                ch.revisions = Revisions(ch.imp, slots, self._reviser(ch))
         if settings["ha_discovery"]:
             import discovery
             device = board.unique_id()
@@ -121,6 +133,8 @@ class App:
         now = self.mono.now_us()
         for ch in self.channels:
             ch.estimator.start(now)
+            if ch.revisions is not None:
+                ch.revisions.start(now)
         self._next_report = now + self.interval_us
         self.log("boot: host '%s', topic '%s', every %d s" % (
             self.s["hostname"], self.s["mqtt_topic"], self.s["report_interval_s"]))
@@ -144,6 +158,16 @@ class App:
         wait = self.idle_ms()
         return wait if wait < LOOP_MS else LOOP_MS
 
+    def _reviser(self, ch):
+        """A channel's revisions go into the outbox behind its live readings."""
+        def revise(end_ms, watts, total):
+            now = ch.total()
+            total = now - ((now - total) & 0xFFFFFFFF)
+            self.outbox.push(ch.index, end_ms, watts, total, 1)
+            for hook in self.on_reading:
+                hook(ch.index, end_ms, watts, total, 1)
+        return revise
+
     def idle_ms(self):
         """Milliseconds until the next report window closes."""
         wait = (self._next_report - self.mono.now_us()) // 1000
@@ -158,6 +182,8 @@ class App:
             self.readings += 1
             for hook in self.on_reading:
                 hook(ch.index, now_ms, watts, total, 0)
+            if ch.revisions is not None:
+                ch.revisions.closed(now, watts, total)
         self._next_report += self.interval_us
         if self._next_report <= now:
             # The loop was held up past a whole window: realign, skip none.

@@ -169,10 +169,13 @@ class Link:
 
     def _publish_oldest(self, now, totals):
         """Publish the oldest queued reading; it leaves the queue once acknowledged."""
-        idx, t, watts, pulses = self.outbox.peek(now, totals)
+        idx, t, watts, pulses, kind = self.outbox.peek(now, totals)
         ch = self.channels[idx]
         payload = message.reading(watts, self.wall.unix_s(t), ch.series, self.s["hostname"], pulses, ch.imp)
-        self.client.publish(self.s["mqtt_topic"], payload, False, 1)
+        # Revisions (kind 1) never go on the live topic: Home Assistant reads it as "now".
+        topic = self.s["revision_topic"] if kind else self.s["mqtt_topic"]
+        if topic:
+            self.client.publish(topic, payload, False, 1)
         self.outbox.pop()
         self.published += 1
         if self.published == 1:

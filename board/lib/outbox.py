@@ -25,26 +25,27 @@ class Outbox:
         self.size = 0
         self.dropped = 0
 
-    def push(self, channel, mono_ms, watts, pulses):
+    def push(self, channel, mono_ms, watts, pulses, kind=0):
         if self.size == self.capacity:
             self._head = (self._head + 1) % self.capacity
             self.size -= 1
             self.dropped += 1
         i = (self._head + self.size) % self.capacity
-        self._ch[i] = channel
+        self._ch[i] = channel | (kind << 4)  # kind 0: live reading, 1: revision
         self._t[i] = mono_ms & _MASK32
         self._w[i] = watts
         self._n[i] = pulses & _MASK32
         self.size += 1
 
     def peek(self, now_ms, totals):
-        """(channel, mono ms, watts, pulses) of the oldest reading; `totals`
-        holds each channel's current pulse total."""
+        """(channel, mono ms, watts, pulses, kind) of the oldest reading;
+        `totals` holds each channel's current pulse total."""
         i = self._head
-        ch = self._ch[i]
+        ck = self._ch[i]
+        ch = ck & 15
         t = now_ms - ((now_ms - self._t[i]) & _MASK32)
         n = totals[ch] - ((totals[ch] - self._n[i]) & _MASK32)
-        return ch, t, self._w[i], n
+        return ch, t, self._w[i], n, ck >> 4
 
     def pop(self):
         self._head = (self._head + 1) % self.capacity
