@@ -19,7 +19,15 @@ except OSError:
 if held:
     print("main: held for picopower deploy; the app starts at the next reset")
 else:
-    import board
-    import app
+    try:
+        import board
+    except ImportError as e:
+        # The plain Pico build (flashed on a W by mistake) has no `network`:
+        # say so in one line and stop, before a watchdog could start.
+        if "network" not in str(e):
+            raise
+        print("this firmware has no Wi-Fi: flash the RPI_PICO_W build")
+    else:
+        import app
 
-    app.main(board)
+        app.main(board)
