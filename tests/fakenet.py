@@ -22,7 +22,10 @@ Brokers (`Broker`) answer on the virtual timeline with a delay, stay silent,
 stall mid-PUBACK, close after each publish, or drop SYNs (a switched-off PC).
 """
 
-import socket as _pysocket  # CPython's, taken before tests put a MicroPython-like one in sys.modules
+try:
+    import socket as _pysocket  # CPython's, taken before tests put a MicroPython-like one in sys.modules
+except ImportError:  # under MicroPython (tests/test_network_on_micropython.py) only the virtual sockets run
+    _pysocket = None
 
 ETIMEDOUT = 110
 ECONNREFUSED = 111
@@ -85,7 +88,7 @@ class Socket:
         self.timeout = None
         self.peer = None
         self.pending = []  # (deliver_at_us, bytes); b"" is end of stream
-        self.inbox = bytearray()
+        self.inbox = b""  # bytes, not bytearray: MicroPython's cannot delete a slice
         self.eof = False
         self.closed = False
         self.timeouts_set = []
@@ -150,7 +153,7 @@ class Socket:
             if self.inbox:
                 k = min(n - len(out), len(self.inbox))
                 out += self.inbox[:k]
-                del self.inbox[:k]
+                self.inbox = self.inbox[k:]
                 continue
             if self.eof:
                 break
@@ -166,8 +169,8 @@ class Socket:
         if not self.inbox and not self.eof:
             self._wait_until(self.pending[0][0] if self.pending else None)
             self._deliver()
-        out = bytes(self.inbox[:n])
-        del self.inbox[:n]
+        out = self.inbox[:n]
+        self.inbox = self.inbox[n:]
         return out
 
     def close(self):
@@ -215,7 +218,7 @@ class Broker:
         self.stall_after = None
 
     def accept(self, sock):
-        self._buf[id(sock)] = bytearray()
+        self._buf[id(sock)] = b""
 
     def gone(self, sock):
         self._buf.pop(id(sock), None)
@@ -227,10 +230,10 @@ class Broker:
     def receive(self, sock, data):
         if self.off:
             return
-        buf = self._buf.setdefault(id(sock), bytearray())
-        buf += data
+        buf = self._buf.get(id(sock), b"") + data
         while True:
-            packet = _take_packet(buf)
+            packet, buf = _take_packet(buf)
+            self._buf[id(sock)] = buf
             if packet is None:
                 return
             self._handle(sock, packet[0], packet[1])
@@ -279,14 +282,14 @@ class Broker:
 
 
 def _take_packet(buf):
-    """One whole MQTT packet off the front of buf as (first byte, body), or None."""
+    """((first byte, body) or None, the bytes after it): one whole MQTT packet off buf."""
     if len(buf) < 2:
-        return None
+        return None, buf
     size = shift = 0
     i = 1
     while True:
         if i >= len(buf):
-            return None
+            return None, buf
         b = buf[i]
         size |= (b & 0x7F) << shift
         i += 1
@@ -294,10 +297,8 @@ def _take_packet(buf):
             break
         shift += 7
     if len(buf) < i + size:
-        return None
-    first, body = buf[0], bytes(buf[i:i + size])
-    del buf[:i + size]
-    return first, body
+        return None, buf
+    return (buf[0], buf[i:i + size]), buf[i + size:]
 
 
 class LoopbackSockets:
