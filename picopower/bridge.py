@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 
+from picopower.errors import Invalid
 from picopower.intake import BridgeError, Intake  # noqa: F401  (BridgeError: part of this API)
 from picopower.lineproto import Rejected, parse
 from picopower.sinks import SinkDown
@@ -55,7 +56,7 @@ class Bridge:
         url = parse_broker(broker, ca_file) if isinstance(broker, str) else broker
         topics = [topics] if isinstance(topics, str) else list(topics)
         if not topics:
-            raise ValueError("at least one --topic is needed")
+            raise Invalid("at least one --topic is needed")
         self.sink = sink
         self.spool = Spool(spool_dir, spool_max_bytes) if spool_dir else None
         self.client_id = client_id or default_client_id()

@@ -1,8 +1,10 @@
 """The `picopower` command: one sub-command per module in picopower/commands.
 
-Every command fails with one line on standard error and a non-zero exit,
+Every command fails with one line on standard error and exit status 2,
 never a traceback, for the errors a user can cause: bad flags, bad files, an
-unreachable broker or database, a missing board.
+unreachable broker or database, a missing board. Those are raised as
+picopower.errors.UserError (or a subclass); any other exception is a bug and
+shows its traceback.
 """
 
 import argparse
@@ -50,7 +52,7 @@ def main(argv=None):
         return 130
     except BrokenPipeError:
         return 0
-    except (UserError, ValueError, OSError) as e:
+    except UserError as e:
         print("picopower %s: error: %s" % (args.command, e), file=sys.stderr)
         return 2
 

@@ -25,6 +25,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
+from picopower.errors import Invalid, Unavailable
 from picopower.loads import Profile, household_day
 
 TOPIC = "picopower/demo/power"
@@ -58,9 +59,9 @@ class EmbeddedBroker:
         self._thread = threading.Thread(target=self._main, name="amqtt-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise OSError("the embedded MQTT broker did not start in %.0f s" % timeout)
+            raise Unavailable("the embedded MQTT broker did not start in %.0f s" % timeout)
         if self._error:
-            raise OSError("the embedded MQTT broker did not start on 127.0.0.1:%d: %s" % (self.port, self._error))
+            raise Unavailable("the embedded MQTT broker did not start on 127.0.0.1:%d: %s" % (self.port, self._error))
         return self
 
     def _main(self):
@@ -125,12 +126,12 @@ class Demo:
     def __init__(self, meters=3, speed=720.0, db="demo.sqlite", interval_s=10, start_unix_s=None,
                  imp_per_kwh=1000):
         if not 1 <= meters <= 20:
-            raise ValueError("--meters must be 1-20, got %d" % meters)
+            raise Invalid("--meters must be 1-20, got %d" % meters)
         if not 0 < speed <= 100000:
-            raise ValueError("--speed must be above 0 and at most 100000, got %s" % speed)
+            raise Invalid("--speed must be above 0 and at most 100000, got %s" % speed)
         d = os.path.dirname(os.path.abspath(db))
         if not os.path.isdir(d):
-            raise OSError("cannot write %s: no such directory %s" % (db, d))
+            raise Unavailable("cannot write %s: no such directory %s" % (db, d))
         self.n = meters
         self.speed = speed
         self.db = db

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from picopower import firmware
+from picopower.errors import Invalid, UserError
 
 MASK = "***"
 RPI_VID = 0x2E8A  # Raspberry Pi (the Pico's USB vendor id)
@@ -67,7 +68,7 @@ HELD_HINT = ("; the board waits at its REPL without the app: run deploy again, "
              "or `mpremote reset` to start what is on it")
 
 
-class DeployError(OSError):
+class DeployError(UserError, OSError):
     """A one-line, user-facing deployment failure."""
 
 
@@ -89,12 +90,12 @@ def collect_values(args, ask=None):
                 try:
                     v = int(v)
                 except ValueError:
-                    raise ValueError("%s must be a whole number, got %r" % (flag(dest), v)) from None
+                    raise Invalid("%s must be a whole number, got %r" % (flag(dest), v)) from None
         if v is not None:
             values[name] = v
     missing = [flag(d) for d in REQUIRED if FIELD_NAME[d] not in values]
     if missing:
-        raise ValueError("missing %s (no terminal to ask on; give them as flags)" % ", ".join(missing))
+        raise Invalid("missing %s (no terminal to ask on; give them as flags)" % ", ".join(missing))
     check(values)
     return values
 
@@ -107,7 +108,7 @@ def check(values):
     from picopower.firmware import config
     _, errors, _ = config.check(values)
     if errors:
-        raise ValueError("invalid settings: " + "; ".join(errors))
+        raise Invalid("invalid settings: " + "; ".join(errors))
 
 
 def secrets_text(values, mask=False):

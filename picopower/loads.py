@@ -11,6 +11,8 @@ import math
 import random
 from bisect import bisect_right
 
+from picopower.errors import Invalid, Unavailable
+
 J_PER_KWH = 3.6e6
 
 
@@ -18,10 +20,10 @@ class Profile:
     def __init__(self, steps):
         steps = sorted((float(t), float(w)) for t, w in steps)
         if not steps:
-            raise ValueError("a profile needs at least one (time, watts) step")
+            raise Invalid("a profile needs at least one (time, watts) step")
         for t, w in steps:
             if w < 0 or not math.isfinite(w):
-                raise ValueError("profile watts must be finite and >= 0, got %r at t=%r" % (w, t))
+                raise Invalid("profile watts must be finite and >= 0, got %r at t=%r" % (w, t))
         self.times = [t for t, _ in steps]
         self.watts = [w for _, w in steps]
         # Cumulative joules at each step start.
@@ -37,18 +39,22 @@ class Profile:
     def from_file(cls, path):
         """A text file of `seconds watts` per line (comma or space separated)."""
         steps = []
-        with open(path) as f:
+        try:
+            f = open(path)
+        except OSError as e:
+            raise Unavailable("cannot read %s: %s" % (path, e.strerror or e)) from None
+        with f:
             for n, line in enumerate(f, 1):
                 line = line.split("#")[0].strip()
                 if not line:
                     continue
                 parts = line.replace(",", " ").split()
                 if len(parts) != 2:
-                    raise ValueError("%s:%d: expected 'seconds watts', got %r" % (path, n, line))
+                    raise Invalid("%s:%d: expected 'seconds watts', got %r" % (path, n, line))
                 try:
                     steps.append((float(parts[0]), float(parts[1])))
                 except ValueError:
-                    raise ValueError("%s:%d: not numbers: %r" % (path, n, line)) from None
+                    raise Invalid("%s:%d: not numbers: %r" % (path, n, line)) from None
         return cls(steps)
 
     def power_at(self, t):

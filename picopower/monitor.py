@@ -8,6 +8,7 @@ the last will). A message on a `.../revised` topic is a board's exact value
 for a past reading: it replaces that reading in the history (the sparkline
 shows what is stored) and leaves the current watts alone. `Monitor` feeds it
 from a real broker with paho-mqtt, subscribed to each topic's revisions too.
+
 The table itself is drawn by picopower.dashboard.
 """
 
@@ -17,6 +18,8 @@ import threading
 import time
 from collections import deque
 from datetime import datetime
+
+from picopower.errors import Unavailable
 
 STATUS_FILTER = "picopower/+/status"
 REVISED = "/revised"
@@ -184,14 +187,14 @@ class Monitor:
         try:
             self.client.connect(self.url.host, self.url.port, 30)
         except (OSError, ValueError) as e:
-            raise OSError("cannot reach the broker %s: %s" % (self.url.safe, e)) from None
+            raise Unavailable("cannot reach the broker %s: %s" % (self.url.safe, e)) from None
         self.client.loop_start()
         if not self._connected.wait(timeout):
             self.stop()
-            raise OSError("no answer from the broker %s in %.0f s" % (self.url.safe, timeout))
+            raise Unavailable("no answer from the broker %s in %.0f s" % (self.url.safe, timeout))
         if self._rc.is_failure:
             self.stop()
-            raise OSError("the broker %s refused the connection: %s" % (self.url.safe, self._rc))
+            raise Unavailable("the broker %s refused the connection: %s" % (self.url.safe, self._rc))
         return self
 
     def stop(self):

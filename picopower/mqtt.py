@@ -28,6 +28,8 @@ import selectors
 import ssl
 import time
 
+from picopower.errors import Unavailable
+
 TIMEOUT_S = 5.0
 
 
@@ -84,14 +86,14 @@ def tls_context(ca_file=""):
             with open(ca_file, "rb") as f:
                 data = f.read()
         except OSError as e:
-            raise OSError("CA file %s: %s" % (ca_file, e.strerror or e)) from None
+            raise Unavailable("CA file %s: %s" % (ca_file, e.strerror or e)) from None
         try:
             if b"-----BEGIN" in data:
                 ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=data.decode("ascii", "replace"))
             else:  # the board's DER form (docs/home-assistant.md)
                 ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=data)
         except (ssl.SSLError, ValueError) as e:
-            raise OSError("CA file %s is not a PEM or DER certificate: %s" % (ca_file, e)) from None
+            raise Unavailable("CA file %s is not a PEM or DER certificate: %s" % (ca_file, e)) from None
     return ctx
 
 

@@ -21,6 +21,8 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
+from picopower.errors import Invalid, Unavailable
+
 MAX_GAP_S = 900
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -50,9 +52,9 @@ def parse_since(text):
         n = float(text[:-1]) if text[-1:] in UNITS else float(text)
         unit = UNITS.get(text[-1:], 1)
     except (ValueError, IndexError):
-        raise ValueError("--since must look like 24h, 7d, 90m or all, got %r" % text) from None
+        raise Invalid("--since must look like 24h, 7d, 90m or all, got %r" % text) from None
     if not math.isfinite(n) or n <= 0:
-        raise ValueError("--since must be positive, got %r" % text)
+        raise Invalid("--since must be positive, got %r" % text)
     return n * unit
 
 
@@ -62,20 +64,20 @@ def _label(host, measurement, many):
 
 def load_sqlite(path, series=None, since_s=86400.0, table="points"):
     if not os.path.isfile(path):
-        raise OSError("no such SQLite file: %s" % path)
+        raise Unavailable("no such SQLite file: %s" % path)
     try:
         db = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(path)), uri=True, timeout=5)
         try:
             cols = {r[1] for r in db.execute('PRAGMA table_info("%s")' % table)}
             if not {"measurement", "host", "time", "power"} <= cols:
-                raise ValueError("%s has no table of readings (%s) written by `picopower bridge`" % (path, table))
+                raise Invalid("%s has no table of readings (%s) written by `picopower bridge`" % (path, table))
             energy = '"energy"' if "energy" in cols else "NULL"
             where, args = "", []
             if series:
                 where, args = " WHERE measurement = ?", [series]
             newest = db.execute('SELECT max(time) FROM "%s"%s' % (table, where), args).fetchone()[0]
             if newest is None:
-                raise ValueError("%s has no readings%s" % (path, " for series %r" % series if series else ""))
+                raise Invalid("%s has no readings%s" % (path, " for series %r" % series if series else ""))
             if since_s is not None:
                 where += (" AND" if where else " WHERE") + " time >= ?"
                 args.append(newest - since_s)
@@ -84,7 +86,7 @@ def load_sqlite(path, series=None, since_s=86400.0, table="points"):
         finally:
             db.close()
     except sqlite3.Error as e:
-        raise OSError("cannot read %s: %s" % (path, e)) from None
+        raise Unavailable("cannot read %s: %s" % (path, e)) from None
     many = len({r[0] for r in rows}) > 1
     out = {}
     for m, host, t, p, e in rows:
@@ -98,7 +100,7 @@ def load_sqlite(path, series=None, since_s=86400.0, table="points"):
 def _influx(url, db, q):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("InfluxDB URL must look like http://HOST:8086, got %r" % url)
+        raise Invalid("InfluxDB URL must look like http://HOST:8086, got %r" % url)
     base = "%s://%s:%d" % (parts.scheme, parts.hostname, parts.port or 8086)
     query = urllib.parse.urlencode({"db": db, "q": q, "epoch": "ms"})
     req = urllib.request.Request(base + "/query?" + query)
@@ -114,14 +116,14 @@ def _influx(url, db, q):
             msg = json.loads(e.read()).get("error", "")
         except ValueError:
             msg = ""
-        raise OSError("InfluxDB %s answered %d %s" % (base, e.code, msg or e.reason)) from None
+        raise Unavailable("InfluxDB %s answered %d %s" % (base, e.code, msg or e.reason)) from None
     except (urllib.error.URLError, OSError) as e:
-        raise OSError("cannot reach InfluxDB at %s: %s" % (base, getattr(e, "reason", e))) from None
+        raise Unavailable("cannot reach InfluxDB at %s: %s" % (base, getattr(e, "reason", e))) from None
     except ValueError:
-        raise OSError("InfluxDB %s did not answer JSON" % base) from None
+        raise Unavailable("InfluxDB %s did not answer JSON" % base) from None
     results = data.get("results") or [{}]
     if data.get("error") or results[0].get("error"):
-        raise ValueError("InfluxDB: %s" % (data.get("error") or results[0].get("error")))
+        raise Invalid("InfluxDB: %s" % (data.get("error") or results[0].get("error")))
     return results[0].get("series") or []
 
 
@@ -155,7 +157,7 @@ def load_influx(url, db, series=None, since_s=86400.0):
                     continue
                 ser.add(row[0] / 1000.0, row[ip], None if ie is None else row[ie])
     if not found:
-        raise ValueError("InfluxDB database %r has no readings%s" % (db, " in %r" % series if series else ""))
+        raise Invalid("InfluxDB database %r has no readings%s" % (db, " in %r" % series if series else ""))
     return out
 
 
@@ -209,7 +211,7 @@ def render(data, out, title="Power consumption", tz=None):
     import matplotlib.pyplot as plt
 
     if not data or not any(len(s) for s in data.values()):
-        raise ValueError("nothing to plot: no readings")
+        raise Invalid("nothing to plot: no readings")
     bg, panel, grid, fg = "#111217", "#181b1f", "#2c3235", "#ccccdc"
     fig = plt.figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, facecolor=bg)
     gs = fig.add_gridspec(2, 1, height_ratios=[2.3, 1], hspace=0.38, left=0.07, right=0.98, top=0.92, bottom=0.08)

@@ -12,10 +12,11 @@ first message is the live reading and the last one the value that is stored.
 import math
 import tempfile
 
+from picopower.errors import UserError
 from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, run_until, settings_for
 
 
-class PulseFileError(ValueError):
+class PulseFileError(UserError, ValueError):
     pass
 
 

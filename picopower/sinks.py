@@ -21,6 +21,7 @@ import re
 import sqlite3
 import urllib.parse
 
+from picopower.errors import Invalid
 from picopower.lineproto import NUMBER_FIELDS, line, precision_of
 
 
@@ -46,9 +47,9 @@ class InfluxSink:
     def __init__(self, url, db, timeout=None):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("InfluxDB URL must look like http://HOST:PORT, got %r" % url)
+            raise Invalid("InfluxDB URL must look like http://HOST:PORT, got %r" % url)
         if not db:
-            raise ValueError("--db needs a database name")
+            raise Invalid("--db needs a database name")
         self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = parts.port or 8086

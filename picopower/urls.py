@@ -6,8 +6,10 @@ The password is kept out of `safe`, the form used in logs, errors and plans.
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from picopower.errors import UserError
 
-class UrlError(ValueError):
+
+class UrlError(UserError, ValueError):
     pass
 
 

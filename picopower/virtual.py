@@ -12,6 +12,7 @@ MQTT client is whatever `mqtt_factory` returns: a recorder for `replay`, a
 import heapq
 import os
 
+from picopower.errors import Invalid
 from picopower.firmware import app, config
 
 App = app.App
@@ -196,7 +197,7 @@ def settings_for(values):
     base.update(values)
     settings, errors, _ = config.check(base)
     if errors:
-        raise ValueError("; ".join(errors))
+        raise Invalid("; ".join(errors))
     return settings
 
 

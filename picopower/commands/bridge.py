@@ -76,9 +76,12 @@ def run(args):
         state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
         spool_dir = os.path.join(state, "picopower", "spool-" + client_id)
     from picopower.configs import with_revisions
-    bridge = Bridge(url, with_revisions(args.topic), sink, spool_dir=spool_dir,
-                    spool_max_bytes=int(args.spool_max_mb * 1024 * 1024), client_id=client_id,
-                    stats_interval=args.stats_interval, stats_out=sys.stdout, share=args.share)
+    try:
+        bridge = Bridge(url, with_revisions(args.topic), sink, spool_dir=spool_dir,
+                        spool_max_bytes=int(args.spool_max_mb * 1024 * 1024), client_id=client_id,
+                        stats_interval=args.stats_interval, stats_out=sys.stdout, share=args.share)
+    except OSError as e:  # the spool directory cannot be made or read
+        raise UserError("--spool-dir %s: %s" % (spool_dir, e.strerror or e)) from None
     done = threading.Event()
 
     def on_signal(signum, frame):

@@ -65,12 +65,12 @@ def _check_names(topics, series, hosts, filters=False):
             _, errors, _ = config.check({"WIFI_SSID": "x", "MQTT_SERVER": "127.0.0.1", "MQTT_TOPIC": topic,
                                          "SERIESNAME": series, "HOSTNAME": host})
             if errors:
-                raise ValueError(errors[0])
+                raise UserError(errors[0])
 
 
 def _check_path(name, value):
     if any(c in value for c in "\r\n\0") or value != value.strip():
-        raise ValueError("%s must be a plain file path, got %r" % (name, value))
+        raise UserError("%s must be a plain file path, got %r" % (name, value))
 
 
 def render(args):
@@ -81,12 +81,12 @@ def render(args):
     for name in ("password_file", "acl", "data_dir"):
         _check_path("--" + name.replace("_", "-"), getattr(args, name))
     if not args.db or any(c in args.db for c in "\"\n\r"):
-        raise ValueError("--db must be a database name, got %r" % args.db)
+        raise UserError("--db must be a database name, got %r" % args.db)
     if args.kind == "telegraf":
         return configs.telegraf(broker, topics, args.db, args.influx)
     if args.kind == "mosquitto":
         if broker.tls:
-            raise ValueError("mosquitto: only plain mqtt:// listeners are generated; "
+            raise UserError("mosquitto: only plain mqtt:// listeners are generated; "
                              "see the Mosquitto docs for certfile/keyfile")
         if not 1 <= args.meters <= 10000000:
             raise UserError("--meters must be 1-10000000, got %d" % args.meters)
@@ -96,7 +96,7 @@ def render(args):
                                  args.meters, args.interval)
     if args.kind == "acl":
         if len(topics) != 1:
-            raise ValueError("acl: give exactly one --topic (the boards' MQTT_TOPIC)")
+            raise UserError("acl: give exactly one --topic (the boards' MQTT_TOPIC)")
         return configs.acl(hosts, topics[0], args.reader)
     return json.dumps(configs.grafana(args.series), indent=2) + "\n"
 

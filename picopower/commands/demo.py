@@ -9,6 +9,7 @@ from datetime import datetime
 
 from picopower import dashboard, plot
 from picopower.demo import TOPIC, Demo
+from picopower.errors import UserError
 
 EXAMPLE = """examples:
   picopower demo                         # 3 houses, a virtual day in about a minute; Ctrl-C to stop early
@@ -55,7 +56,7 @@ def prepare_db(path):
         except sqlite3.Error:
             ok = None
         if not ok:
-            raise OSError("%s exists and was not made by `picopower demo`; choose another --db" % path)
+            raise UserError("%s exists and was not made by `picopower demo`; choose another --db" % path)
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.remove(path + suffix)
@@ -80,13 +81,13 @@ def status_lines(demo, colour=False):
 
 def run(args):
     if args.meters < 1 or args.meters > 20:
-        raise ValueError("--meters must be 1-20, got %d" % args.meters)
+        raise UserError("--meters must be 1-20, got %d" % args.meters)
     if not 0 < args.hours <= 72:
-        raise ValueError("--hours must be above 0 and at most 72, got %s" % args.hours)
+        raise UserError("--hours must be above 0 and at most 72, got %s" % args.hours)
     if args.duration is not None and not 0 < args.duration <= 86400:
-        raise ValueError("--duration must be 0-86400 seconds, got %s" % args.duration)
+        raise UserError("--duration must be 0-86400 seconds, got %s" % args.duration)
     if not args.out.lower().endswith(".png"):
-        raise ValueError("--out must be a .png file, got %r" % args.out)
+        raise UserError("--out must be a .png file, got %r" % args.out)
     tty = sys.stdout.isatty()
     live = args.live and tty
     say = _sayer(sys.stderr.isatty())

@@ -5,6 +5,7 @@ import sys
 import time
 
 from picopower import dashboard
+from picopower.errors import UserError
 from picopower.monitor import STATUS_FILTER, Monitor
 from picopower.urls import parse_broker
 
@@ -38,9 +39,9 @@ def register(sub):
 def run(args):
     url = parse_broker(args.broker, args.ca_file)
     if args.status_topic.count("+") != 1:
-        raise ValueError("--status-topic needs exactly one + where the host name is, got %r" % args.status_topic)
+        raise UserError("--status-topic needs exactly one + where the host name is, got %r" % args.status_topic)
     if args.once is not None and not 0 < args.once <= 86400:
-        raise ValueError("--once must be 0-86400 seconds, got %s" % args.once)
+        raise UserError("--once must be 0-86400 seconds, got %s" % args.once)
     tty = sys.stdout.isatty()
     print("connecting to %s ..." % url.safe, file=sys.stderr, flush=True)
     mon = Monitor(url, args.topic, args.status_topic).start()

@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from picopower import plot
+from picopower.errors import UserError
 
 EXAMPLE = """examples:
   picopower plot --sqlite demo.sqlite --out demo.png
@@ -32,10 +33,10 @@ def register(sub):
 def run(args):
     since = plot.parse_since(args.since)
     if not args.out.lower().endswith(".png"):
-        raise ValueError("--out must be a .png file, got %r" % args.out)
+        raise UserError("--out must be a .png file, got %r" % args.out)
     if args.influx:
         if not args.db:
-            raise ValueError("--influx needs --db NAME (the seed's database is telegraf)")
+            raise UserError("--influx needs --db NAME (the seed's database is telegraf)")
         print("reading %s db %s ..." % (args.influx.split("@")[-1], args.db), file=sys.stderr, flush=True)
         data = plot.load_influx(args.influx, args.db, args.series, since)
     else:

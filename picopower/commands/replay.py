@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from picopower.errors import Unavailable
 from picopower.replay import read_pulse_times, replay
 
 EXAMPLE = """example:
@@ -36,7 +37,11 @@ def run(args):
     if args.pulses == "-":
         times = read_pulse_times(sys.stdin, "stdin")
     else:
-        with open(args.pulses) as f:
+        try:
+            f = open(args.pulses)
+        except OSError as e:
+            raise Unavailable("cannot read %s: %s" % (args.pulses, e.strerror or e)) from None
+        with f:
             times = read_pulse_times(f, args.pulses)
     extra = {"HOSTNAME": args.host, "SERIESNAME": args.series}
     out = sys.stdout
