@@ -147,6 +147,7 @@ def acl(hosts, topic, reader="telegraf"):
                   "topic write %s" % status_topic(h),
                   "topic write %s/revised" % topic,
                   "topic write homeassistant/#",
+                  "topic write picopower/%s/state" % h,  # Home Assistant's values (docs/home-assistant.md)
                   ""]
     return "\n".join(lines)
 

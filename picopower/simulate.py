@@ -31,7 +31,6 @@ import shutil
 import tempfile
 import time
 
-from picopower.errors import Invalid
 from picopower.loads import J_PER_KWH, Profile, household_day
 from picopower.mqtt import Client, Net
 from picopower.urls import parse_broker
@@ -72,7 +71,7 @@ class Meter:
         self.phase = phase
         self.offset_us = int(round(offset_s * 1e6))
         self.taken = []
-        self.published = []
+        self.sent = 0  # readings published on MQTT_TOPIC (revisions and the rest not counted)
         self.settings = settings
         t0 = profile.times[0]
         # Every channel (CHANNELS) meters the same load, each at its own constant and phase.
@@ -94,9 +93,8 @@ class Meter:
     def _published(self, topic, payload):
         if topic != self.settings["mqtt_topic"]:
             return
-        text = payload if isinstance(payload, str) else bytes(payload).decode()
-        self.published.append(text)
-        self._sim._on_data(self, text)
+        self.sent += 1
+        self._sim._on_data(self, payload if isinstance(payload, str) else bytes(payload).decode())
 
     def _taken(self, channel, mono_ms, watts, pulses, kind):
         if kind == 0:
@@ -150,10 +148,6 @@ class Meter:
         return self.app.readings
 
     @property
-    def sent(self):
-        return self.app.link.published
-
-    @property
     def queued(self):
         return self.app.outbox.size
 
@@ -179,11 +173,11 @@ class Simulation:
                  ca_file="", extra=None, stagger=True, log=None, on_data=None):
         self.url = parse_broker(broker, ca_file) if isinstance(broker, str) else broker
         if self.url.tls and self.url.ca_file and not os.path.isfile(self.url.ca_file):
-            raise Invalid("--ca-file %s: no such file" % self.url.ca_file)
+            raise ValueError("--ca-file %s: no such file" % self.url.ca_file)
         if meters < 1:
-            raise Invalid("--meters must be at least 1, got %d" % meters)
+            raise ValueError("--meters must be at least 1, got %d" % meters)
         if not speed >= 0:
-            raise Invalid("--speed must be 0 (as fast as possible) or a positive number, got %r" % speed)
+            raise ValueError("--speed must be 0 (as fast as possible) or a positive number, got %r" % speed)
         self.speed = speed if math.isfinite(speed) else 0
         self.start_unix_s = round(time.time() if start_unix_s is None else start_unix_s, 3)
         self.net = Net()
@@ -372,7 +366,7 @@ class Simulation:
         return sum(m.app.readings for m in self.meters)
 
     def published(self):
-        return sum(m.app.link.published for m in self.meters)
+        return sum(m.sent for m in self.meters)
 
     def queued(self):
         return sum(m.app.outbox.size for m in self.meters)
@@ -452,10 +446,10 @@ def summary_lines(sim, limit=10):
 def load_profile(watts=None, path=None):
     """The profile for the command's flags (None: a household day per board)."""
     if watts is not None and path is not None:
-        raise Invalid("give --watts or --profile, not both")
+        raise ValueError("give --watts or --profile, not both")
     if watts is not None:
         if not math.isfinite(watts) or watts < 0:
-            raise Invalid("--watts must be a number >= 0, got %r" % watts)
+            raise ValueError("--watts must be a number >= 0, got %r" % watts)
         return Profile.constant(watts)
     if path is not None:
         return Profile.from_file(path)

@@ -111,7 +111,7 @@ def test_two_channels_give_4_sensor_and_11_diagnostic_configs_keyed_by_board_id_
     assert (energy["device_class"], energy["unit_of_measurement"], energy["state_class"]) == (
         "energy", "kWh", "total_increasing")
     for cfg in cfgs[:4]:
-        assert cfg["state_topic"] == "picopower/%s/state" % BOARD
+        assert cfg["state_topic"] == "picopower/pico-meter/state"
         assert cfg["expire_after"] == 30  # 3 x REPORT_INTERVAL_S
     for cfg in cfgs:
         assert cfg["availability_topic"] == "picopower/pico-meter/status" == s["availability_topic"]
@@ -175,8 +175,8 @@ def test_configs_of_another_board_differ_only_in_ids_topics_and_device():
     for (ta, ca), (tb, cb) in zip(a[8:], b[8:]):
         assert ta.replace(BOARD, "0123456789abcdef") == tb
         ca, cb = dict(ca), dict(cb)
-        for k in ("unique_id", "device", "state_topic"):
-            assert ca.pop(k) != cb.pop(k) or k == "state_topic"
+        for k in ("unique_id", "device"):
+            assert ca.pop(k) != cb.pop(k)
         assert ca == cb
 
 
@@ -184,7 +184,7 @@ def test_configs_of_another_board_differ_only_in_ids_topics_and_device():
 
 def state_after(readings, chans=TWO):
     s = ha_settings(CHANNELS=chans)
-    st_ = discovery.State(channels_of(s), BOARD)
+    st_ = discovery.State(s, channels_of(s))
     for r in readings:
         st_.reading(*r)
     c = Sent()
@@ -196,7 +196,7 @@ def state_after(readings, chans=TWO):
 def test_state_message_holds_each_channels_latest_live_reading_once_qos0_not_retained():
     s, sent = state_after([(0, 10000, 2000.0, 123000, 0), (1, 10000, 800.0, 7990, 0),
                            (0, 20000, 2345.67, 123456, 0), (1, 20000, 812.0, 8000, 0)])
-    assert [(t, r, q) for t, _, r, q in sent] == [("picopower/%s/state" % BOARD, False, 0)]
+    assert [(t, r, q) for t, _, r, q in sent] == [("picopower/pico-meter/state", False, 0)]
     payload = sent[0][1].decode()
     assert json.loads(payload) == {"power0": 2345.7, "energy0": 123.456, "power1": 812.0, "energy1": 10.0}
     got = {c["unique_id"][len(NODE) + 1:]: ha_render(c["value_template"], payload)
@@ -268,7 +268,7 @@ def test_app_publishes_discovery_on_each_connect_and_one_state_message_per_repor
         run_until(app, board, 105e6)
         topics = [t for t, _, _ in sent]
         disc = [t for t in topics if t.startswith("homeassistant/")]
-        states = [p for t, p, _ in sent if t == "picopower/%s/state" % BOARD]
+        states = [p for t, p, _ in sent if t == "picopower/pico-meter/state"]
         if not enabled:
             assert disc == [] and states == []
             continue
@@ -311,12 +311,12 @@ def test_micropython_publishes_the_same_23_messages_and_state_as_cpython_each_co
         feeds = []
         cl = Client()
         n = discovery.publish_all(cl, settings, chans, %r, lambda: feeds.append(1))
-        state = discovery.State(chans, %r)
+        state = discovery.State(settings, chans)
         state.reading(0, 10000, 2345.67, 123456, 0)
         state.reading(1, 10000, 812.0, 8000, 0)
         state.publish(cl)
         print(json.dumps({'n': n, 'feeds': len(feeds), 'sent': cl.sent}))
-    """ % (json.dumps(s), BOARD, BOARD))[0]
+    """ % (json.dumps(s), BOARD))[0]
     assert out["n"] == 15 and out["feeds"] == 23
     want = all_configs(s)
     assert [t for t, _, _, _ in out["sent"][:23]] == [t for t, _ in want]
@@ -505,7 +505,7 @@ def test_non_json_messages_on_every_state_topic_render_nothing_for_all_15_entiti
     junk = Client(parse_broker(mosquitto.url))
     junk.connect()
     topics = sorted({c["state_topic"] for c in ents.values()} | {"home/power"})
-    assert topics == ["home/power", "home/power/status", "picopower/%s/state" % BOARD]
+    assert topics == ["home/power", "home/power/status", "picopower/pico-meter/state"]
     for topic in topics:
         junk.publish(topic, b"hello from a shell script")
     junk.close()
@@ -534,7 +534,7 @@ def test_published_energy_never_decreases_across_a_reboot_between_persists(ha, m
     # (600 s); a reboot 5 min after the last save must not send Home Assistant a lower total.
     pico = Pico(mosquitto.url, str(tmp_path), [3600], PERSIST_INTERVAL_S=600).run(305)
     pico.stop()
-    state = "picopower/%s/state" % BOARD
+    state = "picopower/pico-meter/state"
     settle(ha, state, 30)
     Pico(mosquitto.url, str(tmp_path), [3600], PERSIST_INTERVAL_S=600, start=pico.end_unix_s).run(35).stop()
     settle(ha, state, 33)

@@ -117,7 +117,7 @@ class App:
             device = board.unique_id()
             self.link.on_connect.append(
                 lambda client, feed=self.feed: discovery.publish_all(client, settings, self.channels, device, feed))
-            ha = discovery.State(self.channels, device)
+            ha = discovery.State(settings, self.channels)
             self.on_reading.append(ha.reading)
             self.link.on_online.append(ha.publish)
         self._wdt = None

@@ -19,7 +19,7 @@ Values do not come from the shared MQTT_TOPIC: Home Assistant restarts a
 sensor's expire_after timer on every message on its state topic, so with
 several boards on one topic a silent board never expired. The board instead
 sends its latest live reading of all channels, once per report window, to its
-own topic picopower/<board id>/state (QoS 0, not retained, ~40 bytes per
+own topic picopower/<HOSTNAME>/state (QoS 0, not retained, ~40 bytes per
 channel), so a board's sensors go unavailable within expire_after of it going
 quiet, whatever other boards do. Only live readings go there: a backlog sent
 after an outage and revisions stay on MQTT_TOPIC, where they belong (HA stamps
@@ -57,7 +57,7 @@ HEALTH = (
     ("rssi", "Wi-Fi signal", "signal_strength", "dBm", "measurement"),
     ("queued", "Queued readings", None, None, "measurement"),
     ("dropped", "Dropped readings", None, None, "total_increasing"),
-    ("spilled", "Readings on flash", None, None, "measurement"),
+    ("spilled", "Spilled readings", None, None, "total_increasing"),
     ("unstamped", "Unstamped readings", None, None, "total_increasing"),
     ("rejected", "Rejected pulses", None, None, "total_increasing"),
     ("energy_damaged", "Energy file repairs", None, None, "total_increasing"),
@@ -86,9 +86,10 @@ def node_id(device_id):
     return "picopower_" + safe_id(device_id)
 
 
-def state_topic(device_id):
-    """The board's own topic for Home Assistant's sensor values."""
-    return "picopower/%s/state" % safe_id(device_id)
+def state_topic(settings):
+    """The board's own topic for Home Assistant's sensor values, beside its
+    default availability topic (an ACL that lets a board write picopower/<HOSTNAME>/... fits)."""
+    return "picopower/%s/state" % safe_id(settings["hostname"])
 
 
 def status_topic(settings):
@@ -155,7 +156,7 @@ def configs(settings, channels, device_id):
         "origin": {"name": "picopower", "sw_version": VERSION},
     }
     single = len(channels) == 1
-    topic = state_topic(device_id)
+    topic = state_topic(settings)
     expire = expire_after(settings)
     for ch in channels:
         for suffix, name, device_class, unit, state_class in SENSORS:
@@ -212,8 +213,8 @@ class State:
     """The latest live reading of every channel, sent to the board's state
     topic once per report window (see the module's docstring)."""
 
-    def __init__(self, channels, device_id):
-        self.topic = state_topic(device_id)
+    def __init__(self, settings, channels):
+        self.topic = state_topic(settings)
         self.imps = [ch.imp for ch in channels]
         self.watts = [0.0] * len(channels)
         self.pulses = [-1] * len(channels)  # -1: no reading yet
