@@ -149,6 +149,10 @@ def test_unreachable_broker_or_database_is_a_one_line_error_with_nonzero_exit(mo
         (["--broker", mosquitto.url, "--influx", "http://127.0.0.1:%d" % free], "unreachable"),
         (["--broker", mosquitto.url, "--sqlite", str(tmp_path / "no" / "dir.db")], "no such directory"),
         (["--broker", "http://x", "--sqlite", str(tmp_path / "a.db")], "mqtt://"),
+        (["--broker", mosquitto.url, "--sqlite", str(tmp_path / "a.db"), "--share", "a/b"],
+         "--share needs a group name without / + #"),
+        (["--broker", mosquitto.url, "--sqlite", str(tmp_path / "a.db"), "--spool-dir", "/proc/no/spool"],
+         "--spool-dir /proc/no/spool: No such file or directory"),
     ]
     for args, text in cases:
         r = subprocess.run([sys.executable, "-m", "picopower", "bridge", "--topic", "t", "--quiet",

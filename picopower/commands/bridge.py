@@ -80,6 +80,8 @@ def run(args):
         bridge = Bridge(url, with_revisions(args.topic), sink, spool_dir=spool_dir,
                         spool_max_bytes=int(args.spool_max_mb * 1024 * 1024), client_id=client_id,
                         stats_interval=args.stats_interval, stats_out=sys.stdout, share=args.share)
+    except UserError:
+        raise
     except OSError as e:  # the spool directory cannot be made or read
         raise UserError("--spool-dir %s: %s" % (spool_dir, e.strerror or e)) from None
     done = threading.Event()
