@@ -14,6 +14,19 @@ never in the future: it is still counted, in order.
 then `synced` is False and readings keep their monotonic time; they are
 stamped when they are published, so a reading taken before the first sync
 still gets the right unix time.
+
+NTP answers are not trusted blindly. micropython-lib's ntptime maps any
+answer before 2024 into 2036-2160 (a transmit time of 0 reads as
+2036-02-07), so:
+- every answer must lie in [2024-01-01, 2100);
+- after the first sync an answer must agree with the running clock within
+  the drift a crystal can have (0.1% of the time since the last sync) plus
+  TOLERANCE_MS; one that does not is set aside, and becomes the time only when
+  a second answer agrees with it (a real step, such as a server corrected);
+- the clock never steps back: a correction backwards is slewed, the wall
+  clock running at half speed until it has caught up (an hour takes two),
+  so the timestamps of successive readings keep increasing and none repeats
+  an hour of stored history. A correction forwards applies at once.
 """
 
 from ticks import ticks_us, ticks_diff, TICKS_MASK
@@ -22,8 +35,11 @@ from ticks import ticks_us, ticks_diff, TICKS_MASK
 # between the loop's clock reading and its look at the ring): 1 s, generously.
 AHEAD_US = 1 << 20
 
-# An NTP answer before 2020 is junk (a kiss-of-death reply reads as 1900 or 2036).
-EARLIEST_UNIX_S = 1577836800
+# Every NTP answer must lie in [2024-01-01, 2100).
+EARLIEST_UNIX_S = 1704067200
+LATEST_UNIX_S = 4102444800
+# Disagreement allowed besides 0.1% drift (network delay, NTP's own error).
+TOLERANCE_MS = 5000
 
 
 class Monotonic:
@@ -49,20 +65,77 @@ class Monotonic:
 
 
 class WallClock:
+    """mono ms -> unix ms: m + A up to mono `_s`, then slewing at half speed
+    from A down to the target offset `_off` (A == _off when not slewing)."""
+
     def __init__(self):
         self.synced = False
-        self._offset_ms = 0
         self.syncs = 0
+        self.refused = 0     # answers not taken (junk, or a step not yet confirmed)
+        self._off = 0
+        self._a = 0
+        self._s = 0
+        self._at = 0         # mono ms of the last accepted answer
+        self._pending = None  # (offset, mono ms) of an answer waiting for confirmation
+
+    def _offset(self, mono_ms):
+        a = self._a
+        if a == self._off or mono_ms <= self._s:
+            return a
+        o = a - (mono_ms - self._s) // 2
+        return o if o > self._off else self._off
 
     def set(self, unix_ms, mono_ms):
-        if unix_ms // 1000 < EARLIEST_UNIX_S:
-            raise ValueError("clock answer before 2020: %d" % (unix_ms // 1000))
-        self._offset_ms = unix_ms - mono_ms
+        """Take an NTP answer; ValueError (with the reason) if it is not taken."""
+        s = unix_ms // 1000
+        if s < EARLIEST_UNIX_S or s >= LATEST_UNIX_S:
+            self.refused += 1
+            raise ValueError("clock answer %d is outside 2024-2100: junk" % s)
+        new = unix_ms - mono_ms
+        if self.synced:
+            allowed = (mono_ms - self._at) // 1000 + TOLERANCE_MS
+            err = new - self._off
+            if err > allowed or -err > allowed:
+                p = self._pending
+                if p is None or abs(new - p[0]) > (mono_ms - p[1]) // 1000 + TOLERANCE_MS:
+                    self._pending = (new, mono_ms)
+                    self.refused += 1
+                    raise ValueError("clock answer %+d s off the running clock; waiting for a second answer to"
+                                     " agree" % (err // 1000))
+        self._pending = None
+        self._take(new, mono_ms)
+        self._at = mono_ms
         self.synced = True
         self.syncs += 1
 
-    def unix_s(self, mono_ms):
-        return (self._offset_ms + mono_ms) // 1000
+    def _take(self, new, mono_ms):
+        cur = self._offset(mono_ms)
+        if not self.synced or new >= self._a:
+            # Forwards of everything so far (or the first answer): at once.
+            self._a = self._off = new
+        elif new >= cur:
+            # Forwards of where a slew has got to: it ends here.
+            self._off = new
+        else:
+            # Backwards: slew. Mono times up to now map as before, so no
+            # reading stamped (or queued) gets an earlier time.
+            if cur == self._off:
+                self._a = cur
+                self._s = mono_ms
+            self._off = new
 
     def unix_ms(self, mono_ms):
-        return self._offset_ms + mono_ms
+        return mono_ms + self._offset(mono_ms)
+
+    def unix_s(self, mono_ms):
+        return self.unix_ms(mono_ms) // 1000
+
+    def mono_ms(self, unix_ms):
+        """The mono ms that unix_ms() maps to `unix_ms` (its inverse)."""
+        a = self._a
+        m = unix_ms - a
+        if a == self._off or m <= self._s:
+            return m
+        m = 2 * (unix_ms - a) - self._s
+        end = unix_ms - self._off
+        return m if m < end else end

@@ -25,6 +25,7 @@ import message
 BACKOFF_MIN_MS = 1000
 BACKOFF_MAX_MS = 60000
 BURST_MS = 1000
+QUICK_MS = 100  # a DNS answer this fast (the board's cache) is no blocking step
 
 WIFI_REASONS = {
     -1: "connection failed",
@@ -122,9 +123,7 @@ class Link:
 
     def _clock(self, now):
         try:
-            if self._phase == 0:
-                # DNS is a step of its own: lwIP bounds it, not the socket deadline.
-                self.board.resolve(self.s["ntp_host"])
+            if self._phase == 0 and self._resolve(self.s["ntp_host"]):
                 self._phase = 1
                 return
             self._sync(now)
@@ -144,8 +143,11 @@ class Link:
         phase = self._phase
         try:
             if phase == 0:
-                self.board.resolve(self.s["mqtt_server"])
-            elif phase == 1:
+                if self._resolve(self.s["mqtt_server"]):
+                    self._phase = 1
+                    return
+                phase = 1
+            if phase == 1:
                 self.client = self.board.mqtt_client(self.s, self._client_id, self.s["availability_topic"])
                 self.client.connect()
                 self._last_tx = now
@@ -166,6 +168,14 @@ class Link:
             self._fail(now, "broker %s:%d" % (self.s["mqtt_server"], self.s["mqtt_port"]), e)
             return
         self._phase = phase + 1
+
+    def _resolve(self, host):
+        """DNS for `host` (board.resolve: once per Wi-Fi join). True when it
+        took long enough that the watchdog should be fed before the next
+        blocking step; a cached answer is not worth a loop pass."""
+        start = self.mono_ms()
+        self.board.resolve(host)
+        return self.mono_ms() - start > QUICK_MS
 
     def _publish_oldest(self, now, totals):
         """Publish the oldest queued reading; it leaves the queue once acknowledged."""
@@ -193,8 +203,7 @@ class Link:
             # Resync in place (the broker connection stays up): DNS, then NTP,
             # each a step of its own.
             try:
-                if self._phase == 0:
-                    self.board.resolve(self.s["ntp_host"])
+                if self._phase == 0 and self._resolve(self.s["ntp_host"]):
                     self._phase = 1
                     return
                 self._phase = 0
