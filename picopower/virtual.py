@@ -14,6 +14,7 @@ import os
 
 from picopower.errors import Invalid
 from picopower.firmware import app, config
+from picopower.firmware import files as files_module
 
 App = app.App
 
@@ -61,22 +62,88 @@ class _Pin:
 
 
 class RecordingClient:
-    """An always-up MQTT client that keeps what is published."""
+    """An always-up MQTT client that keeps what is published. With a
+    `retained` dict shared across clients it is also the broker's store of
+    retained messages, which outlives the board's resets and power cuts."""
 
-    def __init__(self, sink):
+    def __init__(self, sink, retained=None):
         self.sink = sink
+        self.store = retained
 
     def connect(self):
         pass
 
     def publish(self, topic, payload, retain=False, qos=1):
-        self.sink(topic, payload if isinstance(payload, str) else bytes(payload).decode(), retain)
+        text = payload if isinstance(payload, str) else bytes(payload).decode()
+        if retain and self.store is not None:
+            self.store[topic] = text
+        self.sink(topic, text, retain)
+
+    def retained(self, topic):
+        """The retained message on `topic` (bytes), or None."""
+        if self.store is None or topic not in self.store:
+            return None
+        return self.store[topic].encode()
 
     def ping(self):
         pass
 
     def close(self):
         pass
+
+
+class PowerCut(BaseException):
+    """Raised by a flash operation the virtual power cut interrupts. A
+    BaseException, so the firmware's own error handling cannot swallow it."""
+
+
+class VirtualFiles(files_module.Files):
+    """The firmware's flash-file operations, counted, with a power cut at the
+    `cut_at`-th one: a write then leaves a torn half (harsher than littlefs,
+    which keeps the last synced state), a rename or remove does not happen."""
+
+    def __init__(self, board):
+        self.board = board
+        self.ops = 0
+
+    def _op(self):
+        self.ops += 1
+        b = self.board
+        if b.cut_at is not None and self.ops >= b.cut_at:
+            b.cut_at = None
+            return True
+        return False
+
+    def write(self, path, data):
+        if self._op():
+            with open(path, "wb") as f:
+                f.write(bytes(data)[:len(data) // 2])
+            raise PowerCut("power cut writing %s" % path)
+        super().write(path, data)
+
+    def replace(self, path, data):
+        tmp = path + ".tmp"
+        if self._op():
+            with open(tmp, "wb") as f:
+                f.write(bytes(data)[:len(data) // 2])
+            raise PowerCut("power cut writing %s" % tmp)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        if self._op():
+            raise PowerCut("power cut renaming %s" % tmp)
+        os.rename(tmp, path)
+
+    def append(self, path, data):
+        if self._op():
+            with open(path, "ab") as f:
+                f.write(bytes(data)[:len(data) // 2])
+            raise PowerCut("power cut appending to %s" % path)
+        super().append(path, data)
+
+    def remove(self, path):
+        if self._op():
+            raise PowerCut("power cut removing %s" % path)
+        super().remove(path)
 
 
 class VirtualBoard:
@@ -95,6 +162,12 @@ class VirtualBoard:
         self._log = log
         self._handlers = {}
         self._wifi_on = False
+        # Survive a watchdog or soft reset, cleared by a power cut.
+        self.scratch = [0, 0, 0, 0]
+        self.cause = 2
+        self.heap = 180000  # gc.mem_free() of a Pico W after boot, roughly
+        self.cut_at = None  # flash operation (counted from now) that a power cut interrupts
+        self.fs = VirtualFiles(self)
         os.makedirs(data_dir, exist_ok=True)
 
     # --- the board interface -------------------------------------------
@@ -159,7 +232,42 @@ class VirtualBoard:
     def feed(self):
         pass
 
+    def scratch_read(self, i):
+        return self.scratch[i]
+
+    def scratch_write(self, i, value):
+        self.scratch[i] = value & 0xFFFFFFFF
+
+    def reset_cause(self):
+        return self.cause
+
+    def heap_free(self):
+        return self.heap
+
+    def wifi_rssi(self):
+        return -58 if self.wifi_status() == 3 else 0
+
+    def files(self):
+        return self.fs
+
+    def mqtt_retained(self, client, topic):
+        get = getattr(client, "retained", None)
+        return get(topic) if get is not None else None
+
     # --- the driver's side -------------------------------------------
+    def restart(self, kind):
+        """The board restarts: "watchdog", "soft" (also machine.reset()) or
+        "power" (a cut: the scratch registers are cleared). RAM is gone (make
+        a new App), flash stays, the meter goes on, the clock does not jump."""
+        if kind not in ("watchdog", "soft", "power"):
+            raise ValueError("restart kind: watchdog, soft or power")
+        self._handlers = {}
+        self._wifi_on = False
+        self.cut_at = None
+        self.cause = 1 if kind == "watchdog" else 2
+        if kind == "power":
+            self.scratch = [0, 0, 0, 0]
+
     def unix_ms(self):
         return self.start_unix_ms + self.us // 1000
 

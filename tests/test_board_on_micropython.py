@@ -179,4 +179,4 @@ def test_message_config_energy_and_outbox_behave_the_same_on_micropython():
                       "energy": 12345.678, "pulses": 12345678}
     assert got[1] == ["MQTT_PORT must be an integer 1-65535, got '18a3'"]
     assert got[2] == [123456789, 800, None]
-    assert got[3] == [4, 2, [0, 5000000002, 102.5, 4294967292]]
+    assert got[3] == [4, 2, [0, 5000000002, 102.5, 4294967292, 0]]  # kind 0: a live reading

@@ -10,10 +10,14 @@ sleep before the next pass.
 """
 
 import energy
+import files
+import health
+import scratch
 import status
 from clock import Monotonic, WallClock
 from link import Link
-from outbox import Outbox
+from outbox import Outbox, capacity_for
+from spill import Durable, FLUSH_AGE_MS
 from power import PowerEstimator
 from pulses import PulseCapture, RING_SIZE, min_gap_us
 
@@ -39,16 +43,17 @@ class Channel:
         self.estimator = PowerEstimator(self.imp, settings["power_timeout_s"])
         name = energy.FILE if index == 0 else "energy%d.dat" % index
         self.store = energy.EnergyStore(self.imp, settings["persist_interval_s"] * 1000,
-                                        board.data_path(name), log)
+                                        board.data_path(name), log, _files(board))
+        self.keeper = None  # scratch.Keeper for channels 0-2
         self.seen = 0
         self.lost = 0
         self._board = board
         self._width = width
 
     def attach(self):
-        self.store.load()
         s = self.spec
-        self._board.pulse_input(s["pin"], s["pull"], s["edge"], self._width, self.capture.handler)
+        handler = self.keeper.handler if self.keeper is not None else self.capture.handler
+        self._board.pulse_input(s["pin"], s["pull"], s["edge"], self._width, handler)
 
     def total(self):
         return self.store.base + self.capture.total()
@@ -89,6 +94,11 @@ class Channel:
             self.revisions.pulse(t)
 
 
+def _files(board):
+    # The virtual board hands out flash operations it can cut the power in.
+    return board.files() if hasattr(board, "files") else files.Files()
+
+
 class App:
     def __init__(self, board, settings):
         self.board = board
@@ -96,9 +106,14 @@ class App:
         self.log = board.log
         self.mono = Monotonic(board.ticks_us)
         self.wall = WallClock()
-        self.outbox = Outbox(settings["queue_size"])
+        self.started = scratch.Boot(board)
+        self.outbox = Durable(Outbox(capacity_for(settings["queue_size"], board.heap_free(), self.log), self.log),
+                              _files(board), board.data_path("queue"), self.wall, self.log)
         self.channels = [Channel(i, spec, settings, board, self.log)
                          for i, spec in enumerate(settings["channels"])]
+        for ch in self.channels:
+            if ch.index < scratch.CHANNELS:
+                ch.keeper = scratch.Keeper(board.scratch_write, ch.index, ch.capture)
         self.link = Link(board, settings, self.mono.now_ms, self.wall, self.outbox,
                          self.channels, self.log)
         self.interval_us = settings["report_interval_s"] * 1000000
@@ -107,6 +122,9 @@ class App:
         # (kind 0) or revision (kind 1) pushed: the host's simulation records them,
         # Home Assistant's per-board state takes the live ones.
         self.on_reading = []
+        self.health = health.Health(self, self.started)
+        self.link.on_connect.append(self.health.connected)
+        self.link.on_online.append(self.health.publish)
         if settings["revision_topic"]:
             from revisions import Revisions, slots_for
             slots = slots_for(settings["report_interval_s"])
@@ -126,10 +144,25 @@ class App:
 
     def boot(self):
         self._wdt = self.board.watchdog(self.s["watchdog_ms"])
+        boot = self.started
+        boot.keep_meta(0, False)
         for ch in self.channels:
+            ch.store.load()
+            word = boot.word(ch.index)
+            if word is not None:
+                ch.store.restore(word)
+            if ch.keeper is not None:
+                ch.keeper.sync(ch.store.saved, ch.store.base)
             ch.attach()
             self.log("channel %d: GP%d, %d imp/kWh, series '%s', %d pulses stored" % (
                 ch.index, ch.spec["pin"], ch.imp, ch.series, ch.store.base))
+        self.outbox.load()
+        if boot.cause == 1:
+            # Maybe a reset loop: put every reading on flash until the board has
+            # stayed up 10 minutes, so the next reset loses none.
+            self.outbox.flush_age_ms = 0
+        self.log("boot: %s, reset %d since power-on; %d readings lost in RAM, %d unstamped" % (
+            ("power-on", "watchdog reset", "soft reset")[boot.cause], boot.resets, boot.lost, boot.unstamped))
         now = self.mono.now_us()
         for ch in self.channels:
             ch.estimator.start(now)
@@ -152,8 +185,15 @@ class App:
         now_ms = now // 1000
         for ch in self.channels:
             if ch.store.due(now_ms):
-                ch.store.save(ch.total(), now_ms)
+                total = ch.total()
+                if ch.keeper is not None:
+                    ch.keeper.sync(total, ch.store.base)  # a reset mid-save keeps the total
+                ch.store.save(total, now_ms)
         self.link.step(now_ms, self.feed)
+        if self.outbox.flush_age_ms == 0 and now_ms > 600000:
+            self.outbox.flush_age_ms = FLUSH_AGE_MS
+        self.outbox.tick(self.mono.now_ms())
+        self.keep()
         self._show(self.mono.now_ms())
         wait = self.idle_ms()
         return wait if wait < LOOP_MS else LOOP_MS
@@ -200,10 +240,42 @@ class App:
             self.board.led(on)
             self._led = on
 
+    def raise_floor(self, floors):
+        """At connect: {channel: (unix s, pulses)} of the newest readings the
+        broker holds from this board. Nothing at or before them is published
+        again, and no total below them."""
+        for ch in self.channels:
+            f = floors.get(ch.index)
+            if f is None:
+                continue
+            self.outbox.raise_floor(ch.index, f[0], f[1])
+            gap = ch.store.lift(f[1])
+            if gap:
+                self.outbox.ram.lift(ch.index, gap)
+                self.log("energy: channel %d: +%d pulses published before the restart but not on flash" % (
+                    ch.index, gap))
+
+    def keep(self):
+        """Bring the scratch registers up to date (no flash)."""
+        for ch in self.channels:
+            if ch.keeper is not None:
+                ch.keeper.sync(ch.store.saved, ch.store.base)
+        self.started.keep_meta(self.outbox.ram.size, self.wall.synced)
+
+    def shutdown(self):
+        """Ctrl-C (before a soft reset or a redeploy): readings to flash, totals kept."""
+        if self.wall.synced and self.outbox.ram.size:
+            self.outbox.flush()
+        self.keep()
+
     def run(self):
         self.boot()
-        while True:
-            self.board.sleep_ms(self.step())
+        try:
+            while True:
+                self.board.sleep_ms(self.step())
+        except KeyboardInterrupt:
+            self.shutdown()
+            raise
 
 
 def fail_forever(board, problems):

@@ -47,7 +47,7 @@ SETTINGS = {
     # Readings.
     "REPORT_INTERVAL_S": (10, "int", (1, 3600)),
     "POWER_TIMEOUT_S": (300, "int", (10, 86400)),
-    "PERSIST_INTERVAL_S": (600, "int", (60, 86400)),
+    "PERSIST_INTERVAL_S": (60, "int", (60, 86400)),  # a power cut loses at most this (bench/wear.py)
     "QUEUE_SIZE": (2880, "int", (16, 20000)),
     # Network.
     "WIFI_TIMEOUT_S": (20, "int", (5, 300)),
@@ -61,6 +61,8 @@ SETTINGS = {
     "MQTT_CA_FILE": ("", "text", 128),
     "MQTT_CERT_SHA256": ("", "text", 95),  # pin the broker's certificate (hex, colons allowed)
     "AVAILABILITY_TOPIC": ("", "topic_or_empty", None),
+    # Retained health message (health.py); "": "<MQTT_TOPIC>/status".
+    "STATUS_TOPIC": ("", "topic_or_empty", None),
     # Exact means of past windows (revisions.py); None: "<MQTT_TOPIC>/revised", "": off.
     "REVISION_TOPIC": (None, "topic_or_empty", None),
     "HA_DISCOVERY": (False, "bool", None),

@@ -21,7 +21,7 @@ MQTT_TOPIC = "home/power"
 # Readings.
 # REPORT_INTERVAL_S = 10
 # POWER_TIMEOUT_S = 300     # no pulse for this long: 0 W
-# PERSIST_INTERVAL_S = 600  # energy total to flash at most this often
+# PERSIST_INTERVAL_S = 60   # energy total to flash at most this often (a power cut loses at most this)
 # QUEUE_SIZE = 2880         # readings kept while offline (8 h at 10 s)
 
 # Network.
@@ -31,6 +31,7 @@ MQTT_TOPIC = "home/power"
 # MQTT_TLS = False
 # MQTT_CA_FILE = ""         # e.g. "ca.der" on the board: verify the broker
 # AVAILABILITY_TOPIC = ""   # default picopower/<HOSTNAME>/status
+# STATUS_TOPIC = ""         # retained health message; default <MQTT_TOPIC>/status
 # REVISION_TOPIC = "home/power/revised"  # default <MQTT_TOPIC>/revised: exact past windows; "" = off
 # HA_DISCOVERY = False      # Home Assistant MQTT discovery
 
