@@ -170,7 +170,7 @@ class _SerialBoard:
                 return
         if data == b"\x04":  # soft reset: main.py starts
             settings = settings_for({k: v for k, v in self.values.items() if k not in ("WIFI_PASS",)})
-            start = 1_700_000_000
+            start = 1_760_000_000  # NTP answers before 2024 are refused as junk
             src = PulseSource([int(i * 1.5e6) for i in range(1, 200)])
             self.board = VirtualBoard([src], lambda cid, will: Client(self.broker, cid, will),
                                       str(self.tmp), start,
@@ -214,7 +214,7 @@ def test_deploy_runs_the_plan_in_order_then_follows_the_board_until_its_reading_
     assert all(c[1:3] == ["connect", os.devnull] for c in calls)
     assert "link: BROKER -> ONLINE" in err
     done = [ln for ln in err.splitlines() if ln.startswith("done: published: ")]
-    assert done and " W, " in done[0] and " kWh at 17000000" in done[0]
+    assert done and " W, " in done[0] and " kWh at 17600000" in done[0]
     assert "topsecret" not in err
 
 

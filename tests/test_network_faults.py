@@ -52,7 +52,7 @@ class WatchedBoard(VirtualBoard):
 class Rig:
     def __init__(self, monkeypatch, tmp_path, broker, discovery=False):
         pulses = PulseSource(int(i * 1.8e6) for i in range(1, 100000))  # 2 kW at 1000 imp/kWh
-        self.board = WatchedBoard([pulses], None, str(tmp_path), 1_700_000_000)
+        self.board = WatchedBoard([pulses], None, str(tmp_path), 1_760_000_000)
         self.net = Net(self.board)
         self.net.peers[BROKER] = broker
         self.broker = broker
