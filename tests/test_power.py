@@ -77,3 +77,21 @@ def test_live_is_within_0_2x_and_stored_within_0_02x_of_esphome_never_worse_on_a
     out = capsys.readouterr().out
     assert "stored worse than live on: none" in out
     assert "live worse than an ESPHome mode on: none" in out
+
+
+def test_8w_standby_pulsing_every_450s_reads_8w_between_its_pulses_not_0_after_the_300s_timeout():
+    rows = windows(Profile.constant(8), 1000, 3600)
+    assert all(abs(p - 8.0) < 0.01 for t, p, _, _ in rows if t > 910)  # from the second pulse on
+
+
+def test_a_slow_standby_switched_off_reads_0_once_its_pulse_is_10_percent_overdue():
+    rows = windows(Profile([(0, 8), (2000, 0)]), 1000, 4000)
+    last = max(l for _, _, _, l in rows if l) / 1e6  # 1575 s, 450 s after the one before
+    assert all(p == 0.0 for t, p, _, _ in rows if t > last + 1.1 * 450)
+    assert all(p > 7.0 for t, p, _, _ in rows if last + 10 <= t <= last + 450)
+
+
+def test_first_report_after_a_2kw_switch_off_at_a_window_edge_reads_under_250w_not_350w():
+    rows = windows(Profile([(0, 2000), (1800, 8), (4000, 8)]), 1000, 4000)
+    (p,) = [p for t, p, _, _ in rows if t == 1810]
+    assert p < 250

@@ -10,9 +10,15 @@ window [t0, t1] is (E(t1) - E(t0)) / (t1 - t0):
   until one interval has passed; after that the load must have dropped: the
   rate follows the physical bound (one pulse / time since the last pulse) up
   to `KNEE` intervals, which absorbs the ripple of a steady load, and then
-  that bound scaled by `TAIL`, so a switched-off load falls away fast.
+  that bound scaled by `TAIL`, so a switched-off load falls away fast;
+- once the pulse is `OVERDUE` intervals late, a window without pulses is
+  judged with that knowledge: the old load stopped at some moment of the
+  interval its pulse was due in (half a pulse on average), not at its end.
 The result is then capped by that bound whenever no pulse arrived in the
-window, and is 0 once no pulse has arrived for `timeout_s`.
+window, and is 0 once no pulse has arrived for `timeout_s`, unless the last
+interval was itself longer: a slow standby (8 W at 1000 imp/kWh pulses every
+450 s) is not "off" 300 s after its pulse, so then it is 0 once the pulse is
+overdue (`KNEE` intervals), and in any case after `HOLD` timeouts.
 
 Times are integer microseconds on one monotonic timeline (see clock.py), so
 32-bit floats on the Pico only ever see differences and ratios.
@@ -26,6 +32,10 @@ from math import log
 KNEE = 1.1
 TAIL = 0.3
 _LOG_KNEE = log(KNEE)
+HOLD = 4  # a slow standby's reading lasts at most this many timeouts without a pulse
+# A pulse this many intervals late: the load dropped at an unknown moment of
+# the interval in which the pulse was due (tuned on the same benchmark).
+OVERDUE = 1.5
 J_US_PER_KWH = 3.6e12  # joules x microseconds per kWh, as watt-microseconds
 
 
@@ -39,6 +49,18 @@ def _fraction(tau, interval):
     if rho <= KNEE:
         return 1.0 + log(rho)
     return 1.0 + _LOG_KNEE + TAIL * log(rho / KNEE)
+
+
+def _overdue(rho):
+    """Pulses' worth of energy `rho` intervals after a pulse, seen from a
+    moment when the next pulse is overdue: the old load ran until a moment
+    spread evenly over the interval in which its pulse was due (half a pulse
+    on average), and what runs after it is credited as TAIL times the
+    physical bound, as in `_fraction`."""
+    e = rho - rho * rho / 2 if rho <= 1.0 else 0.5
+    if rho > KNEE:
+        e += TAIL * log(rho / KNEE)
+    return e
 
 
 class PowerEstimator:
@@ -91,10 +113,19 @@ class PowerEstimator:
     def _mean(self, t1):
         last = self.last
         span = t1 - self._t0
-        if last is None or span <= 0 or t1 - last >= self._timeout_us:
+        if last is None or span <= 0 or self.prev is None:
             return 0.0
-        if self.prev is None:
+        tau = t1 - last
+        if tau >= self._timeout_us and (tau >= KNEE * (last - self.prev) or tau >= HOLD * self._timeout_us):
             return 0.0
+        interval = last - self.prev
+        if self._n == 0 and interval > 0 and tau > OVERDUE * interval and self._a_next is None:
+            # No pulse since before the window and it is overdue: see the whole
+            # window with what is known now (the load stopped), not with the
+            # guess made at its start (the load runs on).
+            p = (_overdue(tau / interval) - _overdue((self._t0 - last) / interval)) * self._w_us / span
+            bound = self._w_us / tau
+            return p if p < bound else bound
         tail = _fraction(t1 - last, last - self.prev)
         head = self._energy_at_start()
         if head is None:
