@@ -403,3 +403,9 @@ def test_closing_after_a_failure_sends_no_disconnect_so_the_last_will_fires(boar
     sock = net.sockets[-1]
     client.close()
     assert sock.closed and broker.disconnects == 0
+
+
+def test_the_5_s_step_deadline_is_the_one_the_watchdog_setting_must_outlast(board):
+    from picopower.firmware import config
+    assert board.STEP_MS == config.NETWORK_STEP_MS == 5000
+    assert config.MIN_WATCHDOG_MS > board.STEP_MS
