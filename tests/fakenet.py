@@ -205,6 +205,8 @@ class Broker:
         self.published = []  # (topic, payload, retain, qos)
         self.pings = 0
         self.disconnects = 0
+        self.retained = {}  # topic -> payload
+        self.subscribes = []
         self.off = False
         self._buf = {}
 
@@ -251,6 +253,11 @@ class Broker:
             if qos:
                 pid, rest = bytes(rest[:2]), rest[2:]
             self.published.append((topic.decode(), bytes(rest), bool(first & 1), qos))
+            if first & 1:
+                if rest:
+                    self.retained[topic.decode()] = bytes(rest)
+                else:
+                    self.retained.pop(topic.decode(), None)
             if qos == 1:
                 if self.stall_after is not None and len(self.published) > self.stall_after:
                     self._send(sock, self.puback_ms, b"\x40")
@@ -258,11 +265,33 @@ class Broker:
                 self._send(sock, self.puback_ms, b"\x40\x02" + pid)
             if self.close_after_publish:
                 self._send(sock, self.puback_ms, b"")
+        elif kind == 0x80:
+            self._subscribe(sock, body)
         elif kind == 0xE0:
             self.disconnects += 1
         elif kind == 0xC0:
             self.pings += 1
             self._send(sock, self.puback_ms, b"\xd0\x00")
+
+    def _subscribe(self, sock, body):
+        """SUBACK, then the retained message of each (exact) topic, as brokers do."""
+        pid = body[:2]
+        n = body[2] << 8 | body[3]
+        topic = body[4:4 + n].decode()
+        self.subscribes.append(topic)
+        self._send(sock, self.puback_ms, b"\x90\x03" + pid + b"\x00")
+        if topic in self.retained:
+            t = topic.encode()
+            payload = self.retained[topic]
+            size = 2 + len(t) + len(payload)
+            head = b""
+            while True:
+                b = size & 0x7F
+                size >>= 7
+                head += bytes([b | (0x80 if size else 0)])
+                if not size:
+                    break
+            self._send(sock, self.puback_ms, b"\x31" + head + bytes([len(t) >> 8, len(t) & 0xFF]) + t + payload)
 
     def _connect(self, sock, body):
         flags = body[7]

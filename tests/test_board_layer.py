@@ -409,3 +409,25 @@ def test_the_5_s_step_deadline_is_the_one_the_watchdog_setting_must_outlast(boar
     from picopower.firmware import config
     assert board.STEP_MS == config.NETWORK_STEP_MS == 5000
     assert config.MIN_WATCHDOG_MS > board.STEP_MS
+
+
+def test_the_retained_energy_floor_is_read_back_by_subscribe_and_a_ping(board, net):
+    broker = Broker()
+    broker.retained["home/power/floor"] = b"1,2,3"
+    net.peers[BROKER] = broker
+    client = board.mqtt_client(SETTINGS, "pico-1", "s")
+    client.connect()
+    assert board.mqtt_retained(client, "home/power/floor") == b"1,2,3"
+    assert board.mqtt_retained(client, "home/power/none") is None
+    assert broker.subscribes == ["home/power/floor", "home/power/none"] and broker.pings == 2
+
+
+def test_the_watchdog_is_fed_after_every_bounded_step_whoever_calls_it(board, net, clock):
+    net.peers[BROKER] = Broker(connack_ms=4200, puback_ms=4200)
+    client = board.mqtt_client(SETTINGS, "pico-1", "s")
+    feeds = []
+    client.feed = lambda: feeds.append(clock.ms)
+    client.connect()
+    board.mqtt_retained(client, "home/power/floor")  # SUBSCRIBE, then PINGREQ: two steps
+    client.publish("t", b"x")
+    assert feeds == [4200, 8400, 12600, 16800]

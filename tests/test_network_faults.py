@@ -41,6 +41,9 @@ class WatchedBoard(VirtualBoard):
     def advance_to(self, us):
         self.advance(us)
 
+    def mqtt_retained(self, client, topic):
+        return self.hw.mqtt_retained(client, topic)  # the real one: SUBSCRIBE, then a PINGREQ
+
     # MicroPython's `time` for board.py's deadlines
     def ticks_add(self, t, delta):
         return (t + delta) & ((1 << 30) - 1)
@@ -57,6 +60,7 @@ class Rig:
         self.net.peers[BROKER] = broker
         self.broker = broker
         self.hw = load_board(monkeypatch, self.net, self.board)
+        self.board.hw = self.hw
         self.hw.time = self.board
         settings = settings_for({"MQTT_SERVER": BROKER[0], "MQTT_TOPIC": TOPIC, "WATCHDOG_MS": 8000,
                                  "HA_DISCOVERY": discovery, "QUEUE_SIZE": 2880})

@@ -324,6 +324,9 @@ class _Mqtt:
             user=settings["mqtt_user"].encode() or None, password=settings["mqtt_pass"].encode() or None,
             keepalive=settings["mqtt_keepalive"], ssl=tls)
         self.c.set_last_will(will_topic.encode(), b"offline", retain=True, qos=1)
+        # The link's watchdog feed, called after every step: whoever calls
+        # (link, hooks, mqtt_retained), no two steps run without a feed between.
+        self.feed = None
 
     def _step(self, fn, *args):
         self._d.start()
@@ -333,6 +336,9 @@ class _Mqtt:
             raise
         except Exception as e:  # umqtt reports protocol trouble with assert
             raise OSError("mqtt: %r" % (e,))
+        finally:
+            if self.feed is not None:
+                self.feed()
 
     def connect(self):
         # The timeout argument matters: without it umqtt makes the socket blocking.

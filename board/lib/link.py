@@ -149,6 +149,7 @@ class Link:
                 phase = 1
             if phase == 1:
                 self.client = self.board.mqtt_client(self.s, self._client_id, self.s["availability_topic"])
+                self.client.feed = feed  # board.py feeds after every bounded step, whoever calls it
                 self.client.connect()
                 self._last_tx = now
             elif phase == 2:
