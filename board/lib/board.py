@@ -20,8 +20,9 @@ interface, which the virtual board implements too:
 Every blocking network step here ends within STEP_MS (NTP within
 NTP_TIMEOUT_S), shorter than the watchdog, whatever the broker does: silent
 after accepting TCP, stalled mid-PUBACK, or trickling bytes. The library's
-own timeouts are not trusted (see _Bounded). DNS is bounded by lwIP only,
-so it runs once per Wi-Fi join as a step of its own.
+own timeouts are not trusted (see _Bounded), and the watchdog is fed after
+every step (_Mqtt.feed). DNS runs once per Wi-Fi join; lwIP bounds it, with
+the watchdog fed meanwhile (see _dns).
 """
 
 import time
@@ -242,9 +243,10 @@ class _Bounded:
         out = b""
         while len(out) < n:
             self._arm()
-            # Byte by byte for MQTT's small fields, so a broker trickling bytes
-            # cannot stretch one read past the deadline.
-            b = self.stream.read(1 if n <= 8 else n - len(out))
+            # Byte by byte (the board reads only small packets), each under the
+            # time left, so a broker trickling bytes cannot stretch a read
+            # past the deadline.
+            b = self.stream.read(1 if n - len(out) <= 512 else n - len(out))
             if not b:
                 break  # end of stream: umqtt sees it as b"" or a short read
             out += b
