@@ -187,13 +187,14 @@ class Broker:
     stall_after              acknowledges this many PUBLISHes, then sends the
                              first byte of a PUBACK and nothing more
     close_after_publish      acknowledges each PUBLISH, then closes the connection
+    trickle_ms               sends each answer one byte every trickle_ms
     drops_syn / refuses      the host does not answer / refuses TCP
     switch_off()             the broker's PC goes off: nothing answers any more,
                              on open connections or new ones
     """
 
     def __init__(self, connack_ms=0, puback_ms=0, silent=False, stall_after=None,
-                 close_after_publish=False, drops_syn=False, refuses=False):
+                 close_after_publish=False, drops_syn=False, refuses=False, trickle_ms=0):
         self.connack_ms = connack_ms
         self.puback_ms = puback_ms
         self.silent = silent
@@ -201,6 +202,7 @@ class Broker:
         self.close_after_publish = close_after_publish
         self.drops_syn = drops_syn
         self.refuses = refuses
+        self.trickle_ms = trickle_ms
         self.connects = []  # (client_id, will_topic, keepalive)
         self.published = []  # (topic, payload, retain, qos)
         self.pings = 0
@@ -226,7 +228,12 @@ class Broker:
         self._buf.pop(id(sock), None)
 
     def _send(self, sock, delay_ms, data):
-        sock.pending.append((sock.net.clock.now_us() + delay_ms * 1000, data))
+        at = sock.net.clock.now_us() + delay_ms * 1000
+        if self.trickle_ms and data:
+            for i in range(len(data)):
+                sock.pending.append((at + i * self.trickle_ms * 1000, data[i:i + 1]))
+        else:
+            sock.pending.append((at, data))
         sock.pending.sort(key=lambda p: p[0])
 
     def receive(self, sock, data):

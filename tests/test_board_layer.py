@@ -237,6 +237,14 @@ def test_a_connack_after_4_2_s_still_connects(board, net, clock):
     assert clock.ms == 4200
 
 
+def test_a_connack_trickled_a_byte_every_2_s_fails_the_connect_within_5_s(board, net, clock):
+    net.peers[BROKER] = Broker(trickle_ms=2000)  # its 4 bytes would take 6 s, each wait under 5 s
+    client = board.mqtt_client(SETTINGS, "pico-1", "s")
+    with pytest.raises(OSError):
+        client.connect()
+    assert clock.ms == 5000
+
+
 def test_a_broker_stalling_mid_puback_fails_the_publish_within_5_s(board, net, clock):
     net.peers[BROKER] = Broker(stall_after=0, puback_ms=1000)
     client = board.mqtt_client(SETTINGS, "pico-1", "s")
