@@ -21,9 +21,11 @@ every file with its size and every mpremote command (passwords as ***)."""
 
 def register(sub):
     p = sub.add_parser("deploy", help="install the firmware and your settings on a Pico W over USB",
-                       description="Validates the settings, writes lib/secrets.py, installs umqtt.simple with "
-                                   "mip, copies the firmware precompiled with mpy-cross, resets the board and "
-                                   "follows its log until its first reading is published.",
+                       description="Validates the settings, writes lib/secrets.py, holds a running firmware "
+                                   "for one boot (a hold file and a hard reset, so its watchdog cannot cut the "
+                                   "copy off), installs umqtt.simple 1.8.0 with mip, copies the firmware "
+                                   "precompiled with mpy-cross, resets the board and follows its log until its "
+                                   "first reading is published.",
                        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", default="auto", help="serial port of the board (auto: the first Pico found)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (files, sizes, commands); touch nothing")
