@@ -98,3 +98,9 @@ def test_channel_total_and_estimator_keep_counting_past_2_to_the_30_pulses(tmp_p
     assert ch.total() == (1 << 30) + 10
     assert ch.seen == (1 << 30) + 10
     assert ch.estimator.last == 20 * 1800000
+
+
+def test_a_capture_with_a_720_s_minimum_gap_is_refused_as_longer_than_the_filter_keeps():
+    import pytest
+    with pytest.raises(ValueError, match="longer than the filter can keep"):
+        pulses.PulseCapture(pulses.min_gap_us(1, 5000))

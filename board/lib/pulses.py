@@ -72,6 +72,8 @@ class PulseCapture:
                  active_level=0, size=RING_SIZE, clock=ticks_us):
         if size & (size - 1):
             raise ValueError("ring size must be a power of two")
+        if min_gap_us > MAX_GAP_US:
+            raise ValueError("minimum gap %d us is longer than the filter can keep (%d us)" % (min_gap_us, MAX_GAP_US))
         # Written by the handler (wrap below 2^30):
         self.count = 0
         self.rejected = 0
