@@ -15,6 +15,7 @@ paho 2 passes such filters through, but its `topic_matches_sub` and
 the one `on_message` here, whatever its filter.
 """
 
+import logging
 import queue
 import threading
 
@@ -45,7 +46,7 @@ class Intake:
         self.filters = [shared(t, share) for t in self.topics]
         self.client_id = client_id
         self.qos = qos
-        self.log = log
+        self.log = log or logging.getLogger("picopower.bridge")
         self.queue = queue.Queue()
         self.accepting = False
         self._client = None
@@ -122,9 +123,8 @@ class Intake:
         self._connack = reason
         if not reason.is_failure:
             client.subscribe([(f, self.qos) for f in self.filters])
-            if self.log:
-                self.log.info("connected to %s (session present: %s)", self.url.safe,
-                              getattr(flags, "session_present", "?"))
+            self.log.info("connected to %s (session present: %s)", self.url.safe,
+                          getattr(flags, "session_present", "?"))
         self._connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, props):
@@ -132,7 +132,7 @@ class Intake:
         self._subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
-        if self.accepting and self.log:
+        if self.accepting:
             self.log.warning("broker %s disconnected (%s); reconnecting", self.url.safe, reason)
 
     def _on_message(self, client, userdata, msg):

@@ -17,6 +17,7 @@ point by point), `db_rejected` (points it refused for good), `spooled`.
 Not thread-safe except `counts()`: one worker thread uses it.
 """
 
+import logging
 import threading
 import time
 
@@ -34,7 +35,7 @@ class Store:
         self.max_batch = max_batch
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
-        self.log = log
+        self.log = log or logging.getLogger("picopower.bridge")
         self._lock = threading.Lock()
         self._c = {"written": 0, "spooled": 0, "db_rejected": 0}
         self._sink_down = False    # do not try the database before _retry_at

@@ -73,8 +73,9 @@ def test_a_full_spool_disk_holds_readings_at_the_broker_with_one_log_line_and_al
     assert 0 < c["spooled"] < 3000 and c["received"] < 3000  # the rest waits at the broker
     assert b.error is None
     influxdb.start()
-    servers.wait_until(lambda: b.counters()["written"] >= 3000, timeout=30, what="all 3000 written")
-    assert b.error is None and b.counters()["spool_depth"] == 0
+    servers.wait_until(lambda: b.counters()["written"] >= 3000 and b.counters()["spool_depth"] == 0,
+                       timeout=30, what="all 3000 written, the spool empty")
+    assert b.error is None
     got = influxdb.points('SELECT "power" FROM "power_usage"', influxdb.db)
     assert [(r["time"], r["power"]) for r in got] == [(start + k, 100.0 + k) for k in range(3000)]
     log = bridge_log(caplog)
