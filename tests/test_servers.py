@@ -100,3 +100,14 @@ def test_influxdb_stopped_refuses_connections_and_query_errors_are_raised(influx
     influxdb.stop()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", influxdb.port), timeout=0.5).close()
+
+
+def test_the_servers_are_test_infrastructure_and_nothing_in_the_shipped_package_needs_them():
+    import importlib.util
+    import pathlib
+
+    import picopower
+    assert importlib.util.find_spec("picopower.servers") is None
+    package = pathlib.Path(picopower.__file__).parent
+    users = [p.name for p in package.rglob("*.py") if "from tests" in p.read_text() or "import tests" in p.read_text()]
+    assert users == []
