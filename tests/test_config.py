@@ -1,6 +1,9 @@
 """Settings: a seed user's secrets.py works unchanged; every problem is one clear line."""
 
+import json
 import types
+
+import pytest
 
 from picopower.firmware import config
 
@@ -107,3 +110,30 @@ def test_wifi_passwords_of_5_characters_or_64_non_hex_are_refused_without_echo_a
         assert e.startswith("WIFI_PASS must be empty (open network), 8-63") and bad not in e
     for good in ("", "a" * 8, "p" * 63, "0123456789abcdefABCDEF" * 2 + "0" * 20):
         assert config.check(dict(SEED, WIFI_PASS=good))[1] == [], good
+
+
+NEW_RULES = """
+import json
+import config
+base = {'WIFI_SSID': 'home', 'WIFI_PASS': 'wifi password', 'MQTT_SERVER': 'h', 'MQTT_TOPIC': 't'}
+out = []
+for k, v in (('WATCHDOG_MS', 3000), ('IMP_PER_KWH', 1), ('HOSTNAME', 'a\\\\b'), ('HOSTNAME', 'a\\x85b'),
+             ('SERIESNAME', '#p'), ('WIFI_SSID', '\\u00e9' * 32), ('WIFI_SSID', ''), ('WIFI_PASS', 'hello'),
+             ('WIFI_PASS', 'ab' * 32), ('WATCHDOG_MS', 0)):
+    values = dict(base)
+    values[k] = v
+    if k == 'IMP_PER_KWH':
+        values['MAX_POWER_W'] = 5000
+    out.append(config.check(values)[1])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.micropython
+def test_the_new_rules_give_the_same_ten_answers_on_micropython(capsys):
+    from picopower import firmware
+    from tests import mpy
+    firmware.run(NEW_RULES)
+    host = json.loads(capsys.readouterr().out)
+    assert [len(e) for e in host] == [1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+    assert mpy.run_json(NEW_RULES)[0] == host
