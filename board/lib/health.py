@@ -71,6 +71,7 @@ class Health:
         self.topic = status_topic(app.s)
         self.floor_topic = floor_topic(app.s)
         self._next_ms = 0
+        self._floored = False
 
     def status(self):
         app = self.app
@@ -92,8 +93,11 @@ class Health:
         })
 
     def connected(self, client, feed=None):
-        """At each broker connect: read the floor back, publish the status."""
-        payload = self.app.board.mqtt_retained(client, self.floor_topic)
+        """At each broker connect: read the floor back (first connect of a boot
+        only: later the floor is this boot's own, already in the total), publish
+        the status."""
+        payload = None if self._floored else self.app.board.mqtt_retained(client, self.floor_topic)
+        self._floored = True
         if payload:
             try:
                 text = bytes(payload).decode()
