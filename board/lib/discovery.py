@@ -36,6 +36,7 @@ import json
 
 import config
 import message
+from health import status_topic
 
 VERSION = "0.2.0"
 MANUFACTURER = "picopower"
@@ -90,10 +91,6 @@ def state_topic(settings):
     """The board's own topic for Home Assistant's sensor values, beside its
     default availability topic (an ACL that lets a board write picopower/<HOSTNAME>/... fits)."""
     return "picopower/%s/state" % safe_id(settings["hostname"])
-
-
-def status_topic(settings):
-    return settings.get("status_topic") or settings["mqtt_topic"] + "/status"
 
 
 def expire_after(settings):
