@@ -31,6 +31,8 @@ import shutil
 import tempfile
 import time
 
+from picopower.errors import Invalid
+from picopower.firmware import discovery
 from picopower.loads import J_PER_KWH, Profile, household_day
 from picopower.mqtt import Client, Net
 from picopower.urls import parse_broker
@@ -173,11 +175,11 @@ class Simulation:
                  ca_file="", extra=None, stagger=True, log=None, on_data=None):
         self.url = parse_broker(broker, ca_file) if isinstance(broker, str) else broker
         if self.url.tls and self.url.ca_file and not os.path.isfile(self.url.ca_file):
-            raise ValueError("--ca-file %s: no such file" % self.url.ca_file)
+            raise Invalid("--ca-file %s: no such file" % self.url.ca_file)
         if meters < 1:
-            raise ValueError("--meters must be at least 1, got %d" % meters)
+            raise Invalid("--meters must be at least 1, got %d" % meters)
         if not speed >= 0:
-            raise ValueError("--speed must be 0 (as fast as possible) or a positive number, got %r" % speed)
+            raise Invalid("--speed must be 0 (as fast as possible) or a positive number, got %r" % speed)
         self.speed = speed if math.isfinite(speed) else 0
         self.start_unix_s = round(time.time() if start_unix_s is None else start_unix_s, 3)
         self.net = Net()
@@ -340,13 +342,19 @@ class Simulation:
 
     def close(self, say_offline=True):
         """Disconnect every board (publishing its retained 'offline' as its last
-        will would) and remove the temporary data directory."""
+        will would) and remove the temporary data directory. Boards whose ids
+        die with that directory also delete their Home Assistant discovery
+        configs, so runs leave no orphaned devices behind."""
         for m in self.meters:
             client = m.app.link.client
             if client is None:
                 continue
             if say_offline and getattr(client, "connected", False):
                 try:
+                    if self._own_dir and m.settings["ha_discovery"]:
+                        for topic, cfg in discovery.configs(m.settings, m.app.channels, m.board.unique_id()):
+                            if cfg is not None:
+                                client.publish(topic, b"", True, 1)
                     client.publish(m.settings["availability_topic"], b"offline", True, 1)
                 except OSError:
                     pass
@@ -446,10 +454,10 @@ def summary_lines(sim, limit=10):
 def load_profile(watts=None, path=None):
     """The profile for the command's flags (None: a household day per board)."""
     if watts is not None and path is not None:
-        raise ValueError("give --watts or --profile, not both")
+        raise Invalid("give --watts or --profile, not both")
     if watts is not None:
         if not math.isfinite(watts) or watts < 0:
-            raise ValueError("--watts must be a number >= 0, got %r" % watts)
+            raise Invalid("--watts must be a number >= 0, got %r" % watts)
         return Profile.constant(watts)
     if path is not None:
         return Profile.from_file(path)

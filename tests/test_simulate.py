@@ -240,7 +240,7 @@ def retained_configs(url, prefix="homeassistant"):
     return {t: json.loads(p) for t, p in got.items() if p}
 
 
-def test_two_simulations_of_2_boards_at_once_have_4_distinct_board_ids_and_26_ha_entities(mosquitto):
+def test_two_simulations_of_2_boards_at_once_have_4_distinct_board_ids_and_52_ha_entities_gone_at_close(mosquitto):
     n = len(discovery.HEALTH) + 2
     sims = [Simulation(mosquitto.url, TOPIC, profile=Profile.constant(1000), meters=2, host="flat", speed=0,
                        start_unix_s=START, extra={"HA_DISCOVERY": True}) for _ in range(2)]
@@ -248,14 +248,15 @@ def test_two_simulations_of_2_boards_at_once_have_4_distinct_board_ids_and_26_ha
         for until in (15, 45):  # interleaved: both fleets connected at once
             for sim in sims:
                 sim.run(until)
+        uids = [c["unique_id"] for c in retained_configs(mosquitto.url).values()]
     finally:
         for sim in sims:
             sim.close()
     ids = [m.board.unique_id() for sim in sims for m in sim.meters]
     assert len(set(ids)) == 4 and all(len(i) == 16 for i in ids)
     assert all(sim.last_error is None and sim.published() == sim.readings() == 4 + 4 for sim in sims)
-    uids = [c["unique_id"] for c in retained_configs(mosquitto.url).values()]
     assert len(uids) == len(set(uids)) == 4 * n
+    assert retained_configs(mosquitto.url) == {}  # boards that die with their run leave no devices
 
 
 def test_cli_set_turns_on_discovery_and_a_data_dir_keeps_the_board_ids_a_new_one_makes_new(mosquitto, tmp_path):
