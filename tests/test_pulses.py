@@ -104,3 +104,31 @@ def test_a_capture_with_a_720_s_minimum_gap_is_refused_as_longer_than_the_filter
     import pytest
     with pytest.raises(ValueError, match="longer than the filter can keep"):
         pulses.PulseCapture(pulses.min_gap_us(1, 5000))
+
+
+def test_a_channel_a_million_pulses_behind_its_capture_catches_up_feeding_at_most_4352(tmp_path):
+    from picopower.firmware import app, clock as clock_mod
+
+    class Board:
+        def __init__(self, clk):
+            self.ticks_us = clk
+
+        def data_path(self, name):
+            return str(tmp_path / name)
+
+    clk = Clock()
+    spec = {"pin": 22, "pull": "up", "edge": "falling", "imp_per_kwh": 1000, "max_power_w": 24000,
+            "pulse_width_min_ms": 0, "pulse_width_max_ms": 0, "seriesname": "power", "name": "power"}
+    ch = app.Channel(0, spec, {"power_timeout_s": 300, "persist_interval_s": 600}, Board(clk), print)
+    mono = clock_mod.Monotonic(clk)
+    fed = []
+    pulse = ch.estimator.pulse
+    ch.estimator.pulse = lambda t: (fed.append(t), pulse(t))
+    ch.capture.count = 999980  # as if the estimator had not run for a million pulses
+    for k in range(1, 21):
+        clk.us = k * 200000
+        ch.capture.handler(None)
+    ch.ingest(mono, mono.now_us())
+    assert ch.total() == 1000000 == ch.seen
+    assert len(fed) == 4096 + ch.capture.size == 4352
+    assert fed == sorted(fed) and fed[-1] == 20 * 200000

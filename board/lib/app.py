@@ -22,6 +22,10 @@ from power import PowerEstimator
 from pulses import PulseCapture, RING_SIZE, min_gap_us
 
 LOOP_MS = 100
+# At most this many overwritten pulses are spread over one gap for the power
+# estimate (the energy total counts them all): 4096 is a minute at 10000
+# imp/kWh and 24 kW, far longer than any loop is held up.
+SPREAD_MAX = 4096
 
 
 class Channel:
@@ -65,6 +69,10 @@ class Channel:
         est = self.estimator
         lost = 0
         i = self.seen
+        if count - i > cap.size:
+            # Overwritten long ago (a loop held up for seconds): skip to the ring.
+            lost = count - cap.size - i
+            i = count - cap.size
         while i < count:
             tick = cap.tick_of(i)
             if tick is None:
@@ -79,13 +87,14 @@ class Channel:
             if lost:
                 # Overwritten ticks: spread them evenly before this pulse.
                 start = est.last if est.last is not None else t
-                for k in range(1, lost + 1):
-                    self._pulse(start + (t - start) * k // (lost + 1))
+                n = lost if lost < SPREAD_MAX else SPREAD_MAX  # bounded work per pass
+                for k in range(1, n + 1):
+                    self._pulse(start + (t - start) * k // (n + 1))
                 self.lost += lost
                 lost = 0
             self._pulse(t)
             i += 1
-        self.seen = i
+        self.seen = i - lost  # overwritten ticks before a pulse not yet due: next pass
         cap.settle()
 
     def _pulse(self, t):

@@ -90,6 +90,7 @@ class PulseCapture:
         self._rej_total = 0
         self._rej_seen = 0
         self.ring = array("L", [0] * size)
+        self.size = size
         self._mask = size - 1
         self._min_gap = min_gap_us
         self._wmin = width_min_us
