@@ -27,7 +27,10 @@ states with its receive time). The seed's messages on MQTT_TOPIC are unchanged.
 
 Every template starts with `value_json is defined`, so a message that is not
 JSON renders nothing instead of an error per entity. The health message on the
-status topic may be shared by boards, so its templates also check `host`.
+status topic may be shared by boards, so its templates also check `host`. Every
+entity has a unit or a state_class: Home Assistant ignores an empty render only
+for such (numeric) sensors, and would blank a text sensor (reset cause is its
+number for that reason).
 
 Memory: one config dict at a time is built, dumped, published and dropped.
 """
@@ -52,7 +55,7 @@ SENSORS = (
 # health message key, entity name, device_class, unit, state_class
 HEALTH = (
     ("uptime_s", "Uptime", "duration", "s", "measurement"),
-    ("reset_cause", "Reset cause", None, None, None),
+    ("reset_cause", "Reset cause", None, None, "measurement"),  # 0 power-on, 1 watchdog, 2 reset
     ("resets", "Resets", None, None, "total_increasing"),
     ("heap_free", "Free heap", "data_size", "B", "measurement"),
     ("rssi", "Wi-Fi signal", "signal_strength", "dBm", "measurement"),
@@ -63,9 +66,6 @@ HEALTH = (
     ("rejected", "Rejected pulses", None, None, "total_increasing"),
     ("energy_damaged", "Energy file repairs", None, None, "total_increasing"),
 )
-
-RESET_CAUSES = "{0: 'power-on', 1: 'watchdog', 2: 'reset'}"
-
 
 def safe_id(text):
     """`text` with every character outside [a-zA-Z0-9_-] replaced by '_'."""
@@ -105,11 +105,8 @@ def value_template(key):
 
 def health_template(host, key):
     """Reads `key` from this host's health message on a status topic boards may share."""
-    value = "value_json.%s" % key
-    if key == "reset_cause":
-        value = "%s.get(%s, %s)" % (RESET_CAUSES, value, value)
     return ("{%% if value_json is defined and value_json.host is defined and value_json.host == %s %%}"
-            "{{ %s }}{%% endif %%}") % (jinja_text(host), value)
+            "{{ value_json.%s }}{%% endif %%}") % (jinja_text(host), key)
 
 
 def _legacy_topics(settings, channels):
