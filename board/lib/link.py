@@ -51,6 +51,7 @@ class Link:
         self.on_online = []  # callables(client), run on each ONLINE pass after the readings
         self._joining = False
         self._phase = 0  # the step reached within CLOCK, BROKER, or a resync while ONLINE
+        self._hooked = False  # the connect hooks have all run once this boot
         self._since = 0
         self._retry_at = 0
         self._next_ntp = 0
@@ -153,16 +154,19 @@ class Link:
                 self.client.connect()
                 self._last_tx = now
             elif phase == 2:
-                # One reading before anything else: a broker that drops the
-                # connection after every publish still drains the queue.
-                if self.outbox.size:
+                # One reading before anything else, so a broker that drops the
+                # connection after every publish still drains the queue. Not
+                # before the hooks have run once this boot: one of them reads
+                # the energy floor back, which may raise the queued totals.
+                if self._hooked and self.outbox.size:
                     self._publish_oldest(now, [ch.total() for ch in self.channels])
             elif phase == 3:
                 self.client.publish(self.s["availability_topic"], b"online", True, 1)
-                self.failures = 0
             elif phase - 4 < len(self.on_connect):
                 self.on_connect[phase - 4](self.client, feed)
             else:
+                self._hooked = True
+                self.failures = 0
                 self._go("ONLINE")
                 return
         except OSError as e:
