@@ -64,8 +64,9 @@ HEALTH = (
     ("spilled", "Spilled readings", None, None, "total_increasing"),
     ("unstamped", "Unstamped readings", None, None, "total_increasing"),
     ("rejected", "Rejected pulses", None, None, "total_increasing"),
-    ("energy_damaged", "Energy file repairs", None, None, "total_increasing"),
+    ("energy_damaged", "Damaged energy files", None, None, "total_increasing"),
 )
+
 
 def safe_id(text):
     """`text` with every character outside [a-zA-Z0-9_-] replaced by '_'."""
