@@ -32,8 +32,7 @@ on Ctrl-C."""
 FLAG_OF = {"MQTT_TOPIC": "--topic", "HOSTNAME": "--host", "SERIESNAME": "--series",
            "IMP_PER_KWH": "--imp-per-kwh", "REPORT_INTERVAL_S": "--interval", "MQTT_SERVER": "--broker",
            "MQTT_PORT": "--broker", "MQTT_USER": "--broker", "MQTT_PASS": "--broker",
-           "MQTT_TLS": "--broker mqtts://", "MQTT_CA_FILE": "--ca-file",
-           "MQTT_CLIENT_ID": "nothing: each board's client id is made of its per-run board id"}
+           "MQTT_TLS": "--broker mqtts://", "MQTT_CA_FILE": "--ca-file"}
 
 
 def register(sub):
@@ -94,6 +93,8 @@ def parse_settings(items):
             raise CliError("--set %s: not a firmware setting (lib/secrets.example.py lists them)" % name)
         if name in FLAG_OF:
             raise CliError("--set %s: set it with %s" % (name, FLAG_OF[name]))
+        if name == "MQTT_CLIENT_ID":
+            raise CliError("--set MQTT_CLIENT_ID: each board's client id is made of its own board id")
         try:
             values[name] = ast.literal_eval(text.strip())
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
