@@ -439,3 +439,16 @@ def test_the_watchdog_is_fed_after_every_bounded_step_whoever_calls_it(board, ne
     board.mqtt_retained(client, "home/power/floor")  # SUBSCRIBE, then PINGREQ: two steps
     client.publish("t", b"x")
     assert feeds == [4200, 8400, 12600, 16800]
+
+
+def test_a_failed_ntp_answer_makes_the_next_try_ask_dns_again(board, net):
+    board.wifi_start("Home", "pw")
+    board.resolve("pool.ntp.org")
+
+    def no_answer():
+        raise OSError(110)
+    sys.modules["ntptime"].time = no_answer
+    with pytest.raises(OSError):
+        board.ntp_unix_ms("pool.ntp.org")
+    board.resolve("pool.ntp.org")
+    assert net.lookups == ["pool.ntp.org", "pool.ntp.org"]  # a pool server may be gone for good
