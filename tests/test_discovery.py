@@ -528,8 +528,6 @@ def test_a_reboot_republishes_the_same_15_configs_with_no_duplicate_entities(ha,
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(not hasattr(app.App, "raise_floor"), strict=True,
-                   reason="the energy floor kept at the broker (issue 9, board/lib/health.py) has not landed")
 def test_published_energy_never_decreases_across_a_reboot_between_persists(ha, mosquitto, tmp_path):
     # 3600 W at 1000 imp/kWh: a pulse a second. The board saves its total every PERSIST_INTERVAL_S
     # (600 s); a reboot 5 min after the last save must not send Home Assistant a lower total.
