@@ -3,8 +3,9 @@
     WIFI    joining Wi-Fi (bounded by WIFI_TIMEOUT_S)
     CLOCK   asking NTP for the time (at boot and every NTP_INTERVAL_S)
     BROKER  connecting to the MQTT broker, last will on the availability topic:
-            one step each for DNS, CONNECT, one queued reading, the retained
-            'online', and each connect hook (Home Assistant discovery)
+            one step each for DNS (unless cached), CONNECT, one queued
+            reading (once the hooks have run this boot), the retained
+            'online', and each connect hook (energy floor, HA discovery)
     ONLINE  publishing queued readings, oldest first, QoS 1
     OFFLINE waiting out a backoff (1 s doubling to 60 s) after a failure
 
