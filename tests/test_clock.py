@@ -31,6 +31,20 @@ def test_a_first_answer_from_before_2024_or_after_2099_is_refused():
     assert w.synced and w.unix_s(10000) == START + 10
 
 
+def test_a_first_answer_of_2036_02_07_repeated_is_never_taken_but_a_real_2040_confirmed_is():
+    w = clock.WallClock()
+    for m in (0, 1000, 15000, 60000):  # transmit time 0, as a broken server keeps sending
+        with pytest.raises(ValueError, match="junk"):
+            w.set(JUNK * 1000, m)
+    assert not w.synced
+    t2040 = 2209075200
+    w2 = clock.WallClock()
+    with pytest.raises(ValueError):
+        w2.set(t2040 * 1000, 0)
+    w2.set((t2040 + 12) * 1000, 12000)
+    assert w2.synced and w2.unix_s(20000) == t2040 + 20
+
+
 def test_a_2036_answer_an_hour_after_sync_is_refused_and_the_clock_keeps_its_time():
     w = synced()
     with pytest.raises(ValueError, match="second answer"):

@@ -18,7 +18,8 @@ still gets the right unix time.
 NTP answers are not trusted blindly. micropython-lib's ntptime maps any
 answer before 2024 into 2036-2160 (a transmit time of 0 reads as
 2036-02-07), so:
-- every answer must lie in [2024-01-01, 2100);
+- every answer must lie in [2024-01-01, 2100), and a first answer from
+  2036-02-07 on (where ntptime puts junk) needs a second one to agree;
 - after the first sync an answer must agree with the running clock within
   the drift a crystal can have (0.1% of the time since the last sync) plus
   TOLERANCE_MS; one that does not is set aside, and becomes the time only when
@@ -40,6 +41,9 @@ EARLIEST_UNIX_S = 1704067200
 LATEST_UNIX_S = 4102444800
 # Disagreement allowed besides 0.1% drift (network delay, NTP's own error).
 TOLERANCE_MS = 5000
+# ntptime puts every answer before 2024 (junk) at or after 2036-02-07 06:28:16:
+# a first answer there needs a second one to agree.
+NTP_WRAP_UNIX_S = 2085978496
 
 
 class Monotonic:
@@ -96,17 +100,27 @@ class WallClock:
             allowed = (mono_ms - self._at) // 1000 + TOLERANCE_MS
             err = new - self._off
             if err > allowed or -err > allowed:
-                p = self._pending
-                if p is None or abs(new - p[0]) > (mono_ms - p[1]) // 1000 + TOLERANCE_MS:
-                    self._pending = (new, mono_ms)
-                    self.refused += 1
-                    raise ValueError("clock answer %+d s off the running clock; waiting for a second answer to"
-                                     " agree" % (err // 1000))
+                self._confirm(new, mono_ms, "%+d s off the running clock" % (err // 1000))
+        elif s >= NTP_WRAP_UNIX_S:
+            self._confirm(new, mono_ms, "%d is where ntptime puts junk" % s)
         self._pending = None
         self._take(new, mono_ms)
         self._at = mono_ms
         self.synced = True
         self.syncs += 1
+
+    def _confirm(self, new, mono_ms, why):
+        """Return if the answer kept from at least 2 x TOLERANCE_MS before
+        agrees with this one (a junk answer repeated never does: a real clock
+        moves on); else keep this one instead and raise."""
+        p = self._pending
+        if p is not None:
+            since = mono_ms - p[1]
+            if since >= 2 * TOLERANCE_MS and abs(new - p[0]) <= since // 1000 + TOLERANCE_MS:
+                return
+        self._pending = (new, mono_ms)
+        self.refused += 1
+        raise ValueError("clock answer %s; waiting for a second answer to agree" % why)
 
     def _take(self, new, mono_ms):
         cur = self._offset(mono_ms)
