@@ -217,7 +217,7 @@ class Broker:
 
     def heal(self):
         self.off = False
-        self.connack_ms = self.puback_ms = 0
+        self.connack_ms = self.puback_ms = self.trickle_ms = 0
         self.silent = self.close_after_publish = self.drops_syn = self.refuses = False
         self.stall_after = None
 
