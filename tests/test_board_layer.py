@@ -452,3 +452,15 @@ def test_a_failed_ntp_answer_makes_the_next_try_ask_dns_again(board, net):
         board.ntp_unix_ms("pool.ntp.org")
     board.resolve("pool.ntp.org")
     assert net.lookups == ["pool.ntp.org", "pool.ntp.org"]  # a pool server may be gone for good
+
+
+def test_a_raw_sockaddr_from_micropythons_unix_port_resolves_to_its_dotted_address(board, net, monkeypatch):
+    sockaddr_in = b"\x02\x00\x07\x5b" + bytes([10, 0, 0, 5]) + bytes(8)
+    monkeypatch.setattr(net, "getaddrinfo", lambda host, port: [(2, 1, 6, "", sockaddr_in)])
+    assert board.resolve("broker.lan") == "10.0.0.5"
+
+
+def test_a_machine_module_without_timers_still_resolves(board, net, clock):
+    sys.modules["machine"].WDT = lambda timeout: types.SimpleNamespace(feed=lambda: None)
+    board.watchdog(8000)  # and no machine.Timer
+    assert board.resolve("broker.lan") == BROKER[0]

@@ -157,13 +157,19 @@ def _dns(host):
         def feed(t):
             if time.ticks_diff(end, time.ticks_ms()) > 0:
                 _wdt.feed()
-        # A soft timer: it runs while getaddrinfo waits for lwIP.
-        timer = machine.Timer(mode=machine.Timer.PERIODIC, period=1000, callback=feed)
+        try:
+            # A soft timer: it runs while getaddrinfo waits for lwIP.
+            timer = machine.Timer(mode=machine.Timer.PERIODIC, period=1000, callback=feed)
+        except (AttributeError, ValueError, OSError):
+            timer = None  # a port without timers: DNS must then fit the watchdog
     try:
-        return socket.getaddrinfo(host, 0)[0][-1][0]
+        addr = socket.getaddrinfo(host, 0)[0][-1]
     finally:
         if timer is not None:
             timer.deinit()
+    if isinstance(addr, tuple):
+        return addr[0]  # lwIP (rp2): ('192.168.1.10', 0)
+    return "%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7])  # unix port: a raw sockaddr_in
 
 
 def ntp_unix_ms(host):
