@@ -149,6 +149,7 @@ def resolve(host):
 
 
 def _dns(host):
+    """getaddrinfo, with the watchdog fed by a timer meanwhile (DNS_FED_MS at most)."""
     import socket
     timer = None
     if _wdt is not None:
@@ -163,10 +164,13 @@ def _dns(host):
         except (AttributeError, ValueError, OSError):
             timer = None  # a port without timers: DNS must then fit the watchdog
     try:
-        addr = socket.getaddrinfo(host, 0)[0][-1]
+        found = socket.getaddrinfo(host, 0)
     finally:
         if timer is not None:
             timer.deinit()
+    if not found:
+        raise OSError("dns: no address for %s" % host)
+    addr = found[0][-1]
     if isinstance(addr, tuple):
         return addr[0]  # lwIP (rp2): ('192.168.1.10', 0)
     return "%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7])  # unix port: a raw sockaddr_in
