@@ -321,4 +321,6 @@ def run_until(app, board, t_us, step_ms=500):
     only needs a pass before each report and within ~8.9 min of each pulse)."""
     while board.us < t_us:
         app.step()
-        board.advance(board.us + min(app.idle_ms(), step_ms) * 1000 + 1)
+        # idle_ms() floors: under 1 ms to the next report it says 0, so wake 1 ms
+        # on (not 1 us, which took a thousand passes a report).
+        board.advance(board.us + max(1, min(app.idle_ms(), step_ms)) * 1000)

@@ -16,7 +16,7 @@ import scratch
 import status
 from clock import Monotonic, WallClock
 from link import Link
-from outbox import Outbox, capacity_for
+from outbox import Outbox, capacity_for, nearest
 from spill import Durable, FLUSH_AGE_MS
 from power import PowerEstimator
 from pulses import PulseCapture, RING_SIZE, min_gap_us
@@ -166,6 +166,14 @@ class App:
             self.log("channel %d: GP%d, %d imp/kWh, series '%s', %d pulses stored" % (
                 ch.index, ch.spec["pin"], ch.imp, ch.series, ch.store.base))
         self.outbox.load()
+        for ch in self.channels:
+            # Pulses counted before a power cut and spilled with a reading, but
+            # not yet in the energy file: flash has them after all.
+            low = self.outbox.last_pulses.get(ch.index)
+            if low is not None:
+                gap = ch.store.lift(nearest(low, ch.store.base))
+                if gap:
+                    self.log("energy: channel %d: +%d pulses from the queue on flash" % (ch.index, gap))
         if boot.cause == 1:
             # Maybe a reset loop: put every reading on flash until the board has
             # stayed up 10 minutes, so the next reset loses none.

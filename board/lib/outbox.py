@@ -7,9 +7,9 @@ much again in temporaries at boot). Kind 0 is a live reading, 1 a revision.
 
 Times are kept to 48 bits of milliseconds (8900 years): a reading queued
 through an outage of any length keeps its own time (a 32-bit ms clock would
-wrap after 49.7 days). Pulse totals are kept modulo 2**32 and rebuilt against
-the current total when read back: a queued reading is never 4 billion pulses
-behind the present.
+wrap after 49.7 days). Pulse totals are kept modulo 2**32 and rebuilt as
+the value nearest the current total when read back (a reading is never 2
+billion pulses away from the present; after a power cut it can be ahead).
 
 When the queue is full the oldest reading is dropped, counted and logged
 (once per outage, then every 1000th); the energy total survives a drop
@@ -40,6 +40,13 @@ def capacity_for(wanted, heap_free, log=None):
         log("queue: QUEUE_SIZE=%d needs %d KB but %d KB are free; keeping %d readings" % (
             wanted, wanted * RECORD // 1024, heap_free // 1024, fits))
     return fits
+
+
+def nearest(low32, total):
+    """The pulse total whose low 32 bits are `low32`, nearest to `total` (a
+    queued reading can be ahead of the current total after a power cut)."""
+    d = (low32 - total) & _MASK32
+    return total + d if d < 0x80000000 else total - (0x100000000 - d)
 
 
 class Outbox:
@@ -74,7 +81,7 @@ class Outbox:
         """(channel, mono ms, watts, pulses, kind) of the oldest reading;
         `totals` holds each channel's current pulse total."""
         ch, kind, t, watts, n = self.raw(0)
-        return ch, t, watts, totals[ch] - ((totals[ch] - n) & _MASK32), kind
+        return ch, t, watts, nearest(n, totals[ch]), kind
 
     def lift(self, channel, pulses):
         """Add `pulses` to every queued live reading of `channel` (its total

@@ -41,6 +41,8 @@ and no reading is published with fewer pulses than one before it.
 
 import struct
 
+from outbox import nearest
+
 MAGIC = 0xF7
 REC = 8
 SEG_BYTES = 4096
@@ -152,14 +154,20 @@ def read_record(buf, off, base_s, bases):
     return ch, (w0 >> 13) & 1, base_s + dt, watts, (bases[ch] + dp) & _MASK32
 
 
-def count_frames(buf, end):
-    """Readings in a segment's bytes, and whether it ended in damage."""
+def count_frames(buf, end, last=None):
+    """Readings in a segment's bytes, and whether it ended in damage; `last`
+    (a dict) gets each channel's newest live pulse total (mod 2**32)."""
     off = 0
     total = 0
     while off < end:
         f = read_frame(buf, off, end)
         if f is None:
             return total, True
+        if last is not None:
+            for i in range(f[0]):
+                rec = read_record(buf, off + f[1] + i * REC, f[3], f[4])
+                if rec[1] == 0:
+                    last[rec[0]] = rec[4]
         total += f[0]
         off += f[2]
     return total, False
@@ -180,6 +188,7 @@ class Durable:
         self.failures = 0
         self.floor = {}  # channel -> [unix s, pulses] of the newest reading published
         self.floor_changed = False
+        self.last_pulses = {}  # channel -> newest pulse total on flash at boot (mod 2**32)
         self.flush_age_ms = FLUSH_AGE_MS
         self.max_segments = MAX_SEGMENTS
         self._segs = []
@@ -231,7 +240,7 @@ class Durable:
                 n = self.files.readinto(self._path(seq), self._rbuf)
             except OSError:
                 n = 0
-            count, bad = count_frames(self._rbuf, n)
+            count, bad = count_frames(self._rbuf, n, self.last_pulses)
             if bad:
                 self.damaged += 1
                 self.log("queue: %s ends in a damaged frame (a cut while writing?); %d readings before it kept" % (
@@ -409,7 +418,7 @@ class Durable:
             self._src = 0
             ch, t, watts, n, kind = self.ram.peek(now_ms, totals)
             ts = self.wall.unix_ms(t) // 1000
-        n = totals[ch] - ((totals[ch] - n) & _MASK32)
+        n = nearest(n, totals[ch])
         if kind == 0:
             f = self.floor.get(ch)
             if f is not None and n < f[1]:
