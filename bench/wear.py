@@ -124,6 +124,9 @@ class Clock:
     def unix_ms(self, mono_ms):
         return 1800000000000 + mono_ms
 
+    def mono_ms(self, unix_ms):
+        return unix_ms - 1800000000000
+
 
 def new_fs():
     flash = CountingFlash()

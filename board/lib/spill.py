@@ -413,7 +413,7 @@ class Durable:
         if rec is not None:
             self._src = 1
             ch, kind, ts, watts, n = rec
-            t = ts * 1000 - self.wall.unix_ms(0)
+            t = self.wall.mono_ms(ts * 1000)  # what link stamps back as `ts`
         else:
             self._src = 0
             ch, t, watts, n, kind = self.ram.peek(now_ms, totals)
