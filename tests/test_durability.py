@@ -296,3 +296,34 @@ def test_a_damaged_energy_file_is_logged_counted_and_the_other_slot_used(tmp_pat
     assert [line for line in rig.board.logs if "is damaged" in line]
     rig.until(300)
     assert rig.status[-1]["energy_damaged"] == 1
+
+
+def test_status_is_retained_with_the_12_agreed_keys_numbers_only_at_connect_and_every_60_s(tmp_path):
+    rig = Rig(tmp_path)
+    rig.board.sources[0].bounce = (5000,)  # a flickering sensor: an extra edge pair 5 ms into each pulse
+    rig.until(185)
+    topic = health.status_topic(rig.settings)
+    assert topic == TOPIC + "/status"
+    assert len(rig.status) == 4  # at connect, then 60, 120, 180 s
+    s = rig.status[-1]
+    assert sorted(s) == sorted(["host", "uptime_s", "reset_cause", "resets", "heap_free", "rssi", "queued",
+                                "dropped", "spilled", "unstamped", "rejected", "energy_damaged"])
+    assert all(isinstance(v, (int, float)) for k, v in s.items() if k != "host") and s["host"] == "pico"
+    assert "timestamp" not in s  # Telegraf drops it
+    assert 180 <= s["uptime_s"] <= 185 and s["rssi"] == -58 and s["heap_free"] == 180000
+    assert s["rejected"] >= 170  # the flicker shows from the couch
+    assert json.loads(rig.retained[topic]) == s
+
+
+def test_a_reconnect_within_a_boot_does_not_add_the_boots_pulses_again(tmp_path):
+    rig = Rig(tmp_path)
+    rig.until(300)
+    rig.broker_up = False
+    rig.app.link.client.close()
+    rig.app.link.client = None
+    rig.app.link.state = "WIFI"
+    rig.until(400)
+    rig.broker_up = True
+    rig.until(600)
+    assert rig.app.channels[0].total() == rig.meter_pulses(600)
+    assert rig.off_by() <= 1 and rig.never_decreases()
