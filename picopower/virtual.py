@@ -7,6 +7,12 @@ instants (LED on at the pulse, off `width_us` later), as the hardware would.
 Wi-Fi, NTP and the broker can be switched off and on to inject faults. The
 MQTT client is whatever `mqtt_factory` returns: a recorder for `replay`, a
 `picopower.mqtt.Client` to a real broker for `simulate` and the tests.
+
+Resets and power cuts: `restart("watchdog" | "soft" | "power")` drops the
+firmware's RAM (make a new App) and keeps the data folder, as flash is kept;
+the watchdog SCRATCH0-3 registers survive all but a power cut. `cut_at = N`
+cuts the power during the Nth flash operation from then on (PowerCut is
+raised out of the firmware, a write leaves a torn half).
 """
 
 import heapq

@@ -165,7 +165,7 @@ class App:
             ch.attach()
             self.log("channel %d: GP%d, %d imp/kWh, series '%s', %d pulses stored" % (
                 ch.index, ch.spec["pin"], ch.imp, ch.series, ch.store.base))
-        self.outbox.load()
+        self.outbox.load(self.outbox.files.free_blocks(self.outbox.dir))
         for ch in self.channels:
             # Pulses counted before a power cut and spilled with a reading, but
             # not yet in the energy file: flash has them after all.
@@ -283,6 +283,7 @@ class App:
         """Ctrl-C (before a soft reset or a redeploy): readings to flash, totals kept."""
         if self.wall.synced and self.outbox.ram.size:
             self.outbox.flush()
+        self.outbox.files.close()
         self.keep()
 
     def run(self):

@@ -16,6 +16,10 @@ interface, which the virtual board implements too:
                                     -> object with connect() publish() ping() close()
     led(on)
     watchdog(ms)                    -> object with feed()
+    scratch_read(i) scratch_write(i, v)   watchdog SCRATCH0-3 (kept through resets)
+    reset_cause()                   -> 1 watchdog, 2 soft reset / machine.reset()
+    heap_free() wifi_rssi()         -> bytes free, dBm (0 when not joined)
+    mqtt_retained(client, topic)    -> the retained payload on topic, or None
 
 Every blocking network step here ends within STEP_MS (NTP within
 NTP_TIMEOUT_S), shorter than the watchdog, whatever the broker does: silent

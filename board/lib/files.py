@@ -81,6 +81,14 @@ class Files:
         except OSError:
             pass  # exists already
 
+    def free_blocks(self, path):
+        """Flash blocks free on the file system holding `path`, or None."""
+        try:
+            st = os.statvfs(path)
+        except (OSError, AttributeError):
+            return None
+        return st[4]
+
     def size(self, path):
         self._release(path)
         return os.stat(path)[6]

@@ -319,6 +319,9 @@ class Durable:
             except OSError as e:
                 self.failures += 1
                 self._wseq = -1  # a partly written segment is not appended to again
+                if len(self._segs) > 2:
+                    # Likely a full flash: keep one segment fewer, the oldest goes next time.
+                    self.max_segments = len(self._segs) - 1
                 self.log("queue: cannot write to flash (%s); %d readings stay in RAM" % (e, ram.size))
                 return
             for _ in range(k):
