@@ -286,3 +286,21 @@ def test_monitor_sparkline_takes_a_revision_and_keeps_the_live_watts():
     (meter, _), = m.rows()
     assert list(meter.history) == [(t0, 5.0), (t0 + 10, 73.3)]
     assert meter.watts == 73.3 and meter.count == 2 and meter.revised == 1
+
+
+def test_a_revision_keeps_its_live_readings_timestamp_across_a_forward_ntp_correction():
+    import tempfile
+    profile = Profile([(0, 2000), (300, 5), (3000, 5)])
+    settings = settings_for({"MQTT_TOPIC": "home/power", "NTP_INTERVAL_S": 60})
+    sent = []
+    times = [int(round(t * 1e6)) for t in profile.pulse_times(1000, 3000)]
+    with tempfile.TemporaryDirectory() as data:
+        board = VirtualBoard([PulseSource(times)], lambda cid, will: RecordingClient(
+            lambda topic, payload, retain: sent.append((topic, payload))), data, 1767225600)
+        # A crystal 1.5 % slow: each minute's NTP answer is 900 ms ahead of the board's clock.
+        board.ntp_unix_ms = lambda host: board.unix_ms() + board.us * 15 // 1000000
+        app = make_app(board, settings)
+        run_until(app, board, 3000 * 1000000)
+    live = {json.loads(p)["timestamp"] for t, p in sent if t == "home/power"}
+    revised = [json.loads(p)["timestamp"] for t, p in sent if t == "home/power/revised"]
+    assert revised and all(ts in live for ts in revised)

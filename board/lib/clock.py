@@ -27,7 +27,10 @@ answer before 2024 into 2036-2160 (a transmit time of 0 reads as
 - the clock never steps back: a correction backwards is slewed, the wall
   clock running at half speed until it has caught up (an hour takes two),
   so the timestamps of successive readings keep increasing and none repeats
-  an hour of stored history. A correction forwards applies at once.
+  an hour of stored history. A correction forwards applies at once to the
+  times after it; times up to it keep their stamps (a revision of a reading
+  published before the correction must land on the same second), for
+  times after the oldest of the last HISTORY corrections forwards.
 """
 
 from ticks import ticks_us, ticks_diff, TICKS_MASK
@@ -44,6 +47,9 @@ TOLERANCE_MS = 5000
 # ntptime puts every answer before 2024 (junk) at or after 2036-02-07 06:28:16:
 # a first answer there needs a second one to agree.
 NTP_WRAP_UNIX_S = 2085978496
+# Corrections forwards remembered, so that times before them keep their stamps:
+# 32 cover revisions.HORIZON_S (25 min) even at the shortest NTP_INTERVAL_S (60 s).
+HISTORY = 32
 
 
 class Monotonic:
@@ -79,15 +85,17 @@ class WallClock:
         self._off = 0
         self._a = 0
         self._s = 0
+        # (mono ms of a correction forwards, (A, s, off) in force before it),
+        # oldest first, the last HISTORY of them.
+        self._steps = []
         self._at = 0         # mono ms of the last accepted answer
         self._pending = None  # (offset, mono ms) of an answer waiting for confirmation
 
     def _offset(self, mono_ms):
-        a = self._a
-        if a == self._off or mono_ms <= self._s:
-            return a
-        o = a - (mono_ms - self._s) // 2
-        return o if o > self._off else self._off
+        for b, p in self._steps:
+            if mono_ms < b:
+                return _slewed(p, mono_ms)
+        return _slewed((self._a, self._s, self._off), mono_ms)
 
     def set(self, unix_ms, mono_ms):
         """Take an NTP answer; ValueError (with the reason) if it is not taken."""
@@ -124,12 +132,16 @@ class WallClock:
 
     def _take(self, new, mono_ms):
         cur = self._offset(mono_ms)
-        if not self.synced or new >= self._a:
-            # Forwards of everything so far (or the first answer): at once.
+        if not self.synced:
             self._a = self._off = new
         elif new >= cur:
-            # Forwards of where a slew has got to: it ends here.
-            self._off = new
+            # Forwards (of where a slew has got to, too): at once from now on;
+            # mono times up to now keep the stamps they have.
+            if len(self._steps) == HISTORY:
+                self._steps.pop(0)
+            self._steps.append((mono_ms, (self._a, self._s, self._off)))
+            self._a = self._off = new
+            self._s = mono_ms
         else:
             # Backwards: slew. Mono times up to now map as before, so no
             # reading stamped (or queued) gets an earlier time.
@@ -146,10 +158,31 @@ class WallClock:
 
     def mono_ms(self, unix_ms):
         """The mono ms that unix_ms() maps to `unix_ms` (its inverse)."""
-        a = self._a
-        m = unix_ms - a
-        if a == self._off or m <= self._s:
-            return m
-        m = 2 * (unix_ms - a) - self._s
-        end = unix_ms - self._off
-        return m if m < end else end
+        lo = None
+        for b, p in self._steps:
+            if unix_ms < b + _slewed(p, b):
+                m = _inverse(p, unix_ms)
+                return m if lo is None or m > lo else lo
+            lo = b
+        m = _inverse((self._a, self._s, self._off), unix_ms)
+        return m if lo is None or m > lo else lo  # a unix time skipped by a step forwards
+
+
+def _slewed(p, mono_ms):
+    """The offset at `mono_ms` of a mapping (A, s, off): A up to s, then
+    down towards off at half speed."""
+    a, s, off = p
+    if a == off or mono_ms <= s:
+        return a
+    o = a - (mono_ms - s) // 2
+    return o if o > off else off
+
+
+def _inverse(p, unix_ms):
+    a, s, off = p
+    m = unix_ms - a
+    if a == off or m <= s:
+        return m
+    m = 2 * (unix_ms - a) - s
+    end = unix_ms - off
+    return m if m < end else end
