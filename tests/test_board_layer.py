@@ -188,6 +188,20 @@ def test_umqtt_1_8_ping_leaves_the_pingresp_unread(umqtt, net):
     assert c.check_msg() is None and net.sockets[-1].inbox == bytearray()  # wait_msg consumed it
 
 
+def test_umqtt_1_8_subscribe_returns_at_the_suback_and_the_retained_message_comes_to_a_later_wait_msg(
+        umqtt, net):
+    broker = Broker()
+    broker.retained["floor"] = b"42"
+    c = _client(umqtt, net, broker)
+    got = []
+    c.set_callback(lambda topic, msg: got.append((topic, msg)))
+    c.connect(True, 5)
+    c.subscribe(b"floor")
+    assert got == []
+    c.ping()
+    assert c.wait_msg() == 0x31 and got == [(b"floor", b"42")]
+
+
 def test_umqtt_1_8_packet_id_65536_packs_0_and_its_puback_never_matches(umqtt, net):
     c = _client(umqtt, net, Broker())
     c.connect(True, 5)
