@@ -327,3 +327,38 @@ def test_a_reconnect_within_a_boot_does_not_add_the_boots_pulses_again(tmp_path)
     rig.until(600)
     assert rig.app.channels[0].total() == rig.meter_pulses(600)
     assert rig.off_by() <= 1 and rig.never_decreases()
+
+
+def test_power_cut_at_each_flash_operation_of_the_drain_publishes_nothing_twice_and_no_lower_total(tmp_path):
+    for n in range(1, 7):
+        rig = Rig(tmp_path / str(n), seconds=4000)
+        rig.until(100)
+        rig.board.wifi_up = False
+        rig.until(1500)  # 140 readings on flash, in 1 segment
+        rig.board.wifi_up = True
+        rig.board.cut_at = n
+        try:
+            rig.until(2500)
+            raise AssertionError("fewer than %d flash operations" % n)
+        except PowerCut:
+            pass
+        cut_s = rig.board.us / 1e6
+        rig.restart("power")
+        rig.until(cut_s + 400)
+        stamps = rig.stamps()
+        assert stamps == sorted(set(stamps)), n  # the broker's floor skips what was published
+        assert rig.never_decreases(), n
+        assert set(range(START + 10, START + int(cut_s) - 60, 10)) <= set(stamps), n
+        assert rig.off_by(until=cut_s) <= 1, n
+
+
+def test_62_days_offline_after_a_clock_sync_at_hourly_readings_keeps_every_timestamp(tmp_path):
+    rig = Rig(tmp_path, watts=200, seconds=63 * 86400, values={"REPORT_INTERVAL_S": 3600, "QUEUE_SIZE": 2000,
+                                                                 "PERSIST_INTERVAL_S": 86400})
+    rig.until(60)
+    rig.board.wifi_up = False
+    rig.until(62 * 86400 + 1, step_ms=60000)
+    assert rig.app.outbox.size == 1488 and rig.app.outbox.on_flash >= 1487
+    rig.board.wifi_up = True
+    rig.until(62 * 86400 + 300)
+    assert rig.stamps() == list(range(START + 3600, START + 3600 * 1489, 3600))
