@@ -6,8 +6,9 @@ board writes them every loop pass (a register write, no flash):
 
     SCRATCH0-2  channels 0-2: energy.EnergyStore.scratch_word (a 4th channel
                 falls back to its flash file, at most one persist interval)
-    SCRATCH3    0xA5 << 24 | resets since power-on << 16
-                | readings in RAM not yet on flash << 8 | 1 once the clock synced
+    SCRATCH3    0xA5 << 20 | resets since power-on << 12
+                | readings in RAM not yet on flash << 4 | 1 once the clock synced
+                (below 2^30: the loop writes it every pass without a big int)
 
 The marker 0xA5 tells a reset from a power-on (0 after a cut), where
 machine.reset_cause() cannot: after a soft reset it still names the last
@@ -27,12 +28,12 @@ class Boot:
     def __init__(self, board):
         self.board = board
         meta = board.scratch_read(META)
-        self.valid = (meta >> 24) == MAGIC
+        self.valid = (meta >> 20) == MAGIC
         if self.valid:
             # 1 watchdog, 2 soft reset or machine.reset()
             self.cause = board.reset_cause()
-            self.resets = ((meta >> 16) & 0xFF) + 1
-            lost = (meta >> 8) & 0xFF
+            self.resets = ((meta >> 12) & 0xFF) + 1
+            lost = (meta >> 4) & 0xFF
             synced = meta & 1
         else:
             self.cause = 0
@@ -58,7 +59,7 @@ class Boot:
     def keep_meta(self, in_ram, synced):
         if in_ram > 0xFF:
             in_ram = 0xFF
-        self.board.scratch_write(META, (MAGIC << 24) | (self.resets << 16) | (in_ram << 8) | (1 if synced else 0))
+        self.board.scratch_write(META, (MAGIC << 20) | (self.resets << 12) | (in_ram << 4) | (1 if synced else 0))
 
 
 class Keeper:
