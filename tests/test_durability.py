@@ -362,3 +362,15 @@ def test_62_days_offline_after_a_clock_sync_at_hourly_readings_keeps_every_times
     rig.board.wifi_up = True
     rig.until(62 * 86400 + 300)
     assert rig.stamps() == list(range(START + 3600, START + 3600 * 1489, 3600))
+
+
+def test_a_meter_constant_changed_across_a_soft_reset_converts_the_total_and_ignores_the_old_scratch_word(tmp_path):
+    rig = Rig(tmp_path)
+    rig.until(125)
+    total = rig.app.channels[0].total()
+    rig.app.shutdown()
+    rig.settings = settings_for({"MQTT_TOPIC": TOPIC, "HOSTNAME": "pico", "IMP_PER_KWH": 2000})
+    rig.restart("soft")
+    store = rig.app.channels[0].store
+    assert store.converted and store.base == store.saved  # the old word would have added 16,000 pulses
+    assert 2 * (total - 60) <= store.base <= 2 * total

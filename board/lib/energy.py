@@ -65,6 +65,7 @@ class EnergyStore:
         self.writes = 0
         self.failures = 0
         self.damaged = 0
+        self.converted = False
         self._slot = 0  # 0: write `path` next, 1: write `path`.2
         self._next_ms = interval_ms
 
@@ -76,7 +77,10 @@ class EnergyStore:
             return False, None
         except UnicodeError:
             return True, None
-        return True, decode(text, self.imp)
+        value = decode(text, self.imp)
+        if value is not None and text.split()[1] != str(self.imp):
+            self.converted = True  # saved at another meter constant
+        return True, value
 
     def load(self):
         """The largest valid total of the two slots (a total only grows, so
@@ -101,7 +105,10 @@ class EnergyStore:
 
     def restore(self, word):
         """Take a scratch word from before a reset; the flash file may hold the
-        total it names or the one before (a reset during the save)."""
+        total it names or the one before (a reset during the save). Not after
+        a meter-constant change: the word counts pulses of the old constant."""
+        if self.converted:
+            return self.base
         low = (word >> 16) & 0x3FFF
         saved = self.saved + ((low - self.saved) & 0x3FFF)
         total = saved + (word & 0xFFFF)
