@@ -9,7 +9,7 @@ from picopower.cli import CliError
 
 EXAMPLE = """examples:
   picopower deploy                      # asks for the Wi-Fi and broker settings
-  picopower deploy --wifi-ssid Home --wifi-pass 'pa ss' --mqtt-server 192.168.1.10 \\
+  picopower deploy --wifi-ssid Home --wifi-pass 'pass word' --mqtt-server 192.168.1.10 \\
                    --topic home/power --host kitchen --imp-per-kwh 1000 --yes
   picopower deploy --dry-run --wifi-ssid Home --mqtt-server 192.168.1.10 --topic home/power
 
