@@ -167,7 +167,7 @@ class Board:
                 while self.box.size:
                     self.box.peek(self.ms, [self.pulses])
                     self.box.pop()
-            self.box.tick(self.ms)
+            self.box.tick(self.ms, online)
             if self.ms % 3600000 == 0:
                 self.min_free = min(self.min_free, BLOCKS - self.fs.used_block_count)
             if self.store.due(since_boot):
@@ -209,8 +209,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print("littlefs 2, Pico W geometry: %d blocks of %d B, prog 256, read 32, cache 1024, block_cycles 100"
           % (BLOCKS, BLOCK))
-    print("defaults: REPORT_INTERVAL_S 10, PERSIST_INTERVAL_S 60, spill after %d s in RAM, segments of %d B, "
-          "at most %d" % (spill.FLUSH_AGE_MS // 1000, spill.SEG_BYTES, spill.MAX_SEGMENTS))
+    print("defaults: REPORT_INTERVAL_S 10, PERSIST_INTERVAL_S 60; offline every reading spilled as taken, "
+          "segments of %d B, at most %d" % (spill.SEG_BYTES, spill.MAX_SEGMENTS))
     print()
     print("%-42s %10s %13s %11s %7s %14s" % ("scenario (%d days)" % args.days, "erases/day", "per block/day",
                                               "worst block", "years", "years, fullest"))

@@ -78,7 +78,10 @@ def test_spill_frames_are_byte_for_byte_the_same_on_micropython_and_decode_back(
 
 
 DURABLE = """
-import json
+import gc, json
+# The wasm port's collector can free objects held only in locals (a memory
+# fault in the guest, not seen on the rp2 port): no collection in this run.
+gc.disable()
 from outbox import Outbox
 from spill import Durable
 import files
@@ -97,7 +100,9 @@ class RamFiles(files.Files):
     def write(self, path, data):
         self.d[path] = bytes(data)
     def append(self, path, data):
-        self.d[path] = self.d.get(path, b"") + bytes(data)
+        if path not in self.d:
+            self.d[path] = bytearray()
+        self.d[path].extend(data)
     def remove(self, path):
         del self.d[path]
     def listdir(self, path):
@@ -120,7 +125,8 @@ box.load()
 n = 0
 for k in range(600):
     box.push(k % 2, (k + 1) * 10000, 100.0 + k / 10, 4294967000 + k)
-    if box.tick((k + 1) * 10000):
+    # Online but behind for the first 300, then offline: batched full frames, then short ones.
+    if box.tick((k + 1) * 10000, k < 300):
         n += 1
 box.flush()
 # A new boot on the same flash: everything comes back, oldest first.
@@ -128,10 +134,11 @@ box2 = Durable(Outbox(64), fs, "q", Wall(), lambda s: None)
 found = box2.load()
 out = []
 while box2.size:
-    ch, t, w, p, kind = box2.peek(0, [4294967600, 4294967600])
-    out.append([ch, t, w, p, kind])
+    # Tuples kept as they come: building a list from unpacked locals here
+    # trips the wasm port's garbage collector (a memory fault in the guest).
+    out.append(box2.peek(0, [4294967600, 4294967600]))
     box2.pop()
-print(json.dumps([n, found, len(fs.d), out[0], out[-1], len(out)]))
+print(json.dumps([n, found, len(fs.d), list(out[0]), list(out[-1]), len(out)]))
 """
 
 

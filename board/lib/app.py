@@ -209,7 +209,7 @@ class App:
         self.link.step(now_ms, self.feed)
         if self.outbox.flush_age_ms == 0 and now_ms > 600000:
             self.outbox.flush_age_ms = FLUSH_AGE_MS
-        self.outbox.tick(self.mono.now_ms())
+        self.outbox.tick(self.mono.now_ms(), self.link.state == "ONLINE")
         self.keep()
         self._show(self.mono.now_ms())
         wait = self.idle_ms()

@@ -2,14 +2,14 @@
 
 `Durable` has the outbox's interface (push, peek, pop, size) over two stores:
 the RAM outbox and segment files on flash. While the broker acknowledges,
-readings go from RAM to the broker and nothing is written. A reading that
-has waited `flush_age_ms` (50 s) in RAM, because the link is down or behind,
-is moved to flash with everything else in RAM, so a power cut loses at most
-the last 60 s of readings, and an outage costs one small synced append a
-minute (erases per day: bench/wear.py). After a watchdog reset the app sets
-the age to 0 for 10 minutes: in a reset loop no reading waits in RAM.
-Publishing takes flash first (older), then RAM; a segment is removed once
-all its readings are published.
+readings go from RAM to the broker and nothing is written. While the link is
+not ONLINE every reading goes to flash in the loop pass that takes it (one
+small synced append, ~10 bytes), so a watchdog reset or a power cut loses no
+reading, and the pulse total it carries survives with it. Online but behind
+(a slow broker), a reading that has waited `flush_age_ms` (50 s) in RAM is
+moved with the rest. Erases per day: bench/wear.py. Publishing takes flash
+first (older), then RAM; a segment is removed once all its readings are
+published.
 
 Only readings with a wall-clock time are written (unix s): a boot that has
 not synced its clock keeps them in RAM, and if it resets before the sync they
@@ -17,7 +17,7 @@ cannot be stamped (the app counts them as "unstamped" through the watchdog
 scratch registers).
 
 Format: `<dir>/<8 digits>.q` segments of at most SEG_BYTES (one 4 KiB flash
-block), each a run of frames, one per flush:
+block), each a run of frames:
 
     header  0xF7, readings n (1-255), channel mask, 1 (version),
             base unix s (u32), then per channel in the mask its base pulse
@@ -25,10 +25,12 @@ block), each a run of frames, one per flush:
     reading 8 bytes: channel (2 bits) kind (1 bit, 1 = revision)
             seconds from base (13 bits, signed), watts in 0.1 W (u24),
             pulses from the channel's base (s24)
+    short   0xF9, one reading against the segment's last full frame, an
+            8-bit check: 10 bytes (a full frame comes when a reading is
+            over 68 min or 8 million pulses from that base)
 
-About 10.3 bytes a reading at one flush a minute: a week at a 10 s interval
-(60,480 readings) takes ~150 segments of the ~190 blocks free on a Pico W.
-At most `max_segments` are kept; past that the oldest segment is dropped,
+About 10 bytes a reading: a week at a 10 s interval (60,480 readings) takes
+~150 segments of the ~190 blocks free on a Pico W. At most `max_segments` are kept; past that the oldest segment is dropped,
 logged and counted. A boot never appends to a segment an earlier boot left,
 and a frame that fails its check (a write torn by a power cut on a host file
 system; littlefs keeps the last synced state) ends its segment and is counted.
@@ -44,6 +46,8 @@ import struct
 from outbox import nearest
 
 MAGIC = 0xF7
+SHORT = 0xF9
+SHORT_SIZE = 10
 REC = 8
 SEG_BYTES = 4096
 MAX_SEGMENTS = 160
@@ -94,6 +98,12 @@ def encode_frame(buf, off, base_s, bases, recs):
             p += 4
     hl = p + 2 - off
     p += 2
+    p = encode_frame_records(buf, p, base_s, bases, recs)
+    struct.pack_into("<H", buf, off + hl - 2, _check(buf, off, hl, len(recs)))
+    return p - off
+
+
+def encode_frame_records(buf, p, base_s, bases, recs):
     for ch, kind, ts, watts, pulses in recs:
         w0 = (ch << 14) | (kind << 13) | ((ts - base_s) & 0x1FFF)
         w = int(watts * 10 + 0.5)
@@ -111,13 +121,41 @@ def encode_frame(buf, off, base_s, bases, recs):
         buf[p + 6] = (dp >> 8) & 0xFF
         buf[p + 7] = dp >> 16
         p += REC
-    struct.pack_into("<H", buf, off + hl - 2, _check(buf, off, hl, len(recs)))
-    return p - off
+    return p
 
 
-def read_frame(buf, off, end):
+def _check8(buf, off):
+    a = 1
+    b = 0
+    for i in range(off, off + SHORT_SIZE - 1):
+        a = (a + buf[i]) % 251
+        b = (b + a) % 251
+    return (a * 7 + b) & 0xFF
+
+
+def encode_short(buf, off, base_s, bases, rec):
+    """One reading relative to the segment's last full frame: 10 bytes."""
+    buf[off] = SHORT
+    encode_frame_records(buf, off + 1, base_s, bases, (rec,))
+    buf[off + SHORT_SIZE - 1] = _check8(buf, off)
+    return SHORT_SIZE
+
+
+def fits_short(base_s, bases, ch, ts, pulses):
+    if ch not in bases or ts - base_s > _DT or base_s - ts > _DT + 1:
+        return False
+    d = (pulses - bases[ch]) & _MASK32
+    return d <= _S24 or d >= _MASK32 - _S24
+
+
+def read_frame(buf, off, end, cur=None):
     """(n, header length, size, base unix s, [base pulses by channel]) of the
-    frame at `off`, or None if there is none or it is damaged."""
+    frame at `off`, or None if there is none or it is damaged. `cur`: (base
+    unix s, bases) of the segment's last full frame, for a short frame."""
+    if end - off >= SHORT_SIZE and buf[off] == SHORT:
+        if cur is None or buf[off + SHORT_SIZE - 1] != _check8(buf, off):
+            return None
+        return 1, 1, SHORT_SIZE, cur[0], cur[1]
     if end - off < 14 or buf[off] != MAGIC or buf[off + 3] != 1:
         return None
     n = buf[off + 1]
@@ -159,10 +197,12 @@ def count_frames(buf, end, last=None):
     (a dict) gets each channel's newest live pulse total (mod 2**32)."""
     off = 0
     total = 0
+    cur = None
     while off < end:
-        f = read_frame(buf, off, end)
+        f = read_frame(buf, off, end, cur)
         if f is None:
             return total, True
+        cur = (f[3], f[4])
         if last is not None:
             for i in range(f[0]):
                 rec = read_record(buf, off + f[1] + i * REC, f[3], f[4])
@@ -196,12 +236,14 @@ class Durable:
         self._next_seq = 0
         self._wseq = -1
         self._wlen = 0
+        self._wbase = None  # (base unix s, {channel: pulses}) of the write segment's last full frame
         self._wbuf = bytearray(SEG_BYTES)
         self._rbuf = bytearray(SEG_BYTES)
         self._rseq = -1
         self._rlen = 0
         self._roff = 0
         self._rframe = None
+        self._rcur = None
         self._ri = 0
         self._since = -1
         self._src = 0
@@ -261,29 +303,30 @@ class Durable:
     def push(self, channel, mono_ms, watts, pulses, kind=0):
         self.ram.push(channel, mono_ms, watts, pulses, kind)
 
-    def tick(self, now_ms):
-        """Move RAM to flash once a reading has waited `flush_age_ms` there."""
+    def tick(self, now_ms, online=True):
+        """Move RAM to flash: at once while the link is not online (a reset
+        then loses nothing), else once a reading has waited `flush_age_ms`."""
         if self.ram.size == 0:
             self._since = -1
             return False
         if self._since < 0:
             self._since = now_ms
-        if now_ms - self._since < self.flush_age_ms or not self.wall.synced:
+        if not self.wall.synced or (online and now_ms - self._since < self.flush_age_ms):
             return False
         self.flush()
         self._since = now_ms if self.ram.size else -1
         return True
 
-    def _frame(self):
-        """The longest run of RAM readings, oldest first, that one frame can
-        hold: (count, base unix s, {channel: base pulses}, [records])."""
+    def _frame(self, start, room):
+        """The longest run of RAM readings from `start` that one frame of at
+        most `room` bytes holds: (count, base unix s, {channel: pulses}, [records])."""
         ram = self.ram
         recs = []
         bases = {}
         base_s = None
-        room = SEG_BYTES - 10
-        k = 0
-        while k < ram.size and k < _MAX_N:
+        room -= 10
+        k = start
+        while k < ram.size and k - start < _MAX_N:
             ch, kind, t, watts, n = ram.raw(k)
             ts = self.wall.unix_ms(t) // 1000
             if base_s is None:
@@ -303,19 +346,39 @@ class Durable:
                 bases[ch] = n
             recs.append((ch, kind, ts, watts, n))
             k += 1
-        return k, base_s, bases, recs
+        return k - start, base_s, bases, recs
 
     def flush(self):
-        """Write every RAM reading to flash; on a write error they stay in RAM."""
+        """Write every RAM reading to flash; on a write error they stay in RAM.
+        A reading goes as a 10-byte short frame against the segment's last
+        full frame when it can, else in a full frame."""
         ram = self.ram
+        buf = self._wbuf
         while ram.size:
-            k, base_s, bases, recs = self._frame()
-            size = frame_size(sum([1 << c for c in bases]), k)
-            if self._wseq < 0 or self._wlen + size > SEG_BYTES:
+            if self._wseq < 0 or self._wlen > SEG_BYTES - 32:
                 self._new_segment()
-            encode_frame(self._wbuf, 0, base_s, bases, recs)
+            room = SEG_BYTES - self._wlen
+            base = self._wbase
+            p = 0
+            k = 0
+            while k < ram.size:
+                ch, kind, t, watts, n = ram.raw(k)
+                ts = self.wall.unix_ms(t) // 1000
+                if base is not None and p + SHORT_SIZE <= room and fits_short(base[0], base[1], ch, ts, n):
+                    p += encode_short(buf, p, base[0], base[1], (ch, kind, ts, watts, n))
+                    k += 1
+                    continue
+                if room - p < 32:
+                    break
+                cnt, base_s, bases, recs = self._frame(k, room - p)
+                p += encode_frame(buf, p, base_s, bases, recs)
+                base = (base_s, bases)
+                k += cnt
+            if k == 0:
+                self._wseq = -1
+                continue
             try:
-                self.files.append(self._path(self._wseq), memoryview(self._wbuf)[:size])
+                self.files.append(self._path(self._wseq), memoryview(buf)[:p])
             except OSError as e:
                 self.failures += 1
                 self._wseq = -1  # a partly written segment is not appended to again
@@ -326,7 +389,8 @@ class Durable:
                 return
             for _ in range(k):
                 ram.pop()
-            self._wlen += size
+            self._wbase = base
+            self._wlen += p
             self._counts[self._wseq] = self._counts.get(self._wseq, 0) + k
             self.on_flash += k
             self.spilled += k
@@ -337,6 +401,7 @@ class Durable:
         self._wseq = self._next_seq
         self._next_seq += 1
         self._wlen = 0
+        self._wbase = None
         self._segs.append(self._wseq)
         self._counts[self._wseq] = 0
 
@@ -379,13 +444,15 @@ class Durable:
                 self._rlen = n
                 self._roff = 0
                 self._rframe = None
+                self._rcur = None
                 self._ri = 0
             while self._roff < self._rlen:
                 if self._rframe is None:
-                    self._rframe = read_frame(self._rbuf, self._roff, self._rlen)
+                    self._rframe = read_frame(self._rbuf, self._roff, self._rlen, self._rcur)
                     self._ri = 0
                     if self._rframe is None:
                         break  # damage: the rest of the segment is unreadable
+                    self._rcur = (self._rframe[3], self._rframe[4])
                 f = self._rframe
                 while self._ri < f[0]:
                     rec = read_record(self._rbuf, self._roff + f[1] + self._ri * REC, f[3], f[4])
