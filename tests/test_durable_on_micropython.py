@@ -192,3 +192,168 @@ def test_energy_floor_text_round_trips_and_converts_a_changed_meter_constant():
         print(json.dumps(health.decode_floor(%r, [1000, 800, 2000])))
     """ % text)[0]
     assert got == {"0": [1800000000, 123456789], "2": [1800000010, 5]}
+
+
+APP = """
+import gc, json
+gc.disable()  # see DURABLE: the wasm port's collector
+import config, files
+from app import App
+
+class RamFiles(files.Files):
+    def __init__(self):
+        self.d = {}
+    def read(self, path):
+        if path not in self.d:
+            raise OSError(2)
+        return bytes(self.d[path])
+    def readinto(self, path, buf):
+        data = self.read(path)[:len(buf)]
+        buf[:len(data)] = data
+        return len(data)
+    def write(self, path, data):
+        self.d[path] = bytearray(data)
+    def append(self, path, data):
+        if path not in self.d:
+            self.d[path] = bytearray()
+        self.d[path].extend(data)
+    def remove(self, path):
+        del self.d[path]
+    def listdir(self, path):
+        return [p[len(path) + 1:] for p in self.d if p.startswith(path + "/")]
+    def mkdir(self, path):
+        pass
+    def size(self, path):
+        return len(self.read(path))
+    def free_blocks(self, path):
+        return 150
+
+class Client:
+    def __init__(self, board):
+        self.b = board
+    def connect(self):
+        pass
+    def publish(self, topic, payload, retain=False, qos=1):
+        if retain:
+            self.b.retained[topic] = payload
+        if topic == "home/power":
+            self.b.readings.append(json.loads(payload))
+        if topic == "home/power/status":
+            self.b.status = json.loads(payload)
+    def ping(self):
+        pass
+    def close(self):
+        pass
+
+class Board:
+    def __init__(self):
+        self.us = 0
+        self.fs = RamFiles()
+        self.scratch = [0, 0, 0, 0]
+        self.cause = 0
+        self.up = True
+        self.readings = []
+        self.retained = {}
+        self.status = None
+        self.restart()
+    def restart(self):
+        self.handlers = []
+    def ticks_us(self):
+        return self.us & 0x3FFFFFFF
+    def ticks_ms(self):
+        return (self.us // 1000) & 0x3FFFFFFF
+    def sleep_ms(self, ms):
+        pass
+    def log(self, text):
+        pass
+    def unique_id(self):
+        return "e6614103e7a1"
+    def data_path(self, name):
+        return "d/" + name
+    def pulse_input(self, pin, pull, edge, both, handler):
+        self.handlers.append(handler)
+    def wifi_start(self, ssid, password):
+        pass
+    def wifi_status(self):
+        return 3 if self.up else 1
+    def wifi_stop(self):
+        pass
+    def resolve(self, host):
+        if not self.up:
+            raise OSError(113)
+        return host
+    def ntp_unix_ms(self, host):
+        if not self.up:
+            raise OSError(110)
+        return 1800000000000 + self.us // 1000
+    def mqtt_client(self, settings, cid, will):
+        if not self.up:
+            raise OSError(113)
+        return Client(self)
+    def led(self, on):
+        pass
+    def watchdog(self, ms):
+        return self
+    def feed(self):
+        pass
+    def scratch_read(self, i):
+        return self.scratch[i]
+    def scratch_write(self, i, v):
+        self.scratch[i] = v
+    def reset_cause(self):
+        return self.cause
+    def heap_free(self):
+        return 150000
+    def wifi_rssi(self):
+        return -60
+    def files(self):
+        return self.fs
+    def mqtt_retained(self, client, topic):
+        p = self.retained.get(topic)
+        return p.encode() if p is not None else None
+
+s, errors, _ = config.check({"WIFI_SSID": "x", "MQTT_SERVER": "127.0.0.1", "MQTT_TOPIC": "home/power",
+                              "HOSTNAME": "pico", "WATCHDOG_MS": 0})
+board = Board()
+pulses = [0]
+
+def run(app, until_s):
+    while board.us < until_s * 1000000:
+        app.step()
+        board.us += 500000
+        if board.us % 1000000 == 0:  # 3.6 kW at 1000 imp/kWh: a pulse a second
+            pulses[0] += 1
+            for h in board.handlers:
+                h(None)
+
+app = App(board, s)
+app.boot()
+run(app, 120)
+board.up = False
+run(app, 600)
+queued = app.outbox.on_flash
+board.cause = 1
+board.restart()
+taken = app.readings
+app = App(board, s)  # a watchdog reset: RAM gone, flash and scratch kept
+app.boot()
+run(app, 700)
+board.up = True
+run(app, 800)
+taken += app.readings
+stamps = [m["timestamp"] for m in board.readings]
+print(json.dumps([queued, taken, len(stamps), stamps == sorted(stamps), len(set(stamps)),
+                  app.channels[0].total(), pulses[0], board.readings[-1]["pulses"], sorted(board.status),
+                  board.status["reset_cause"], board.status["resets"]]))
+"""
+
+
+def test_the_whole_app_on_micropython_keeps_every_reading_and_pulse_through_a_watchdog_reset_offline():
+    queued, taken, published, ordered, unique, total, pulses, last, keys, cause, resets = mpy.run_json(
+        APP, fuel=20 * 10**9)[0]
+    assert queued >= 45  # offline readings went to flash as they were taken
+    assert published == taken == unique >= 75 and ordered
+    assert total == pulses == 800 and last >= 790
+    assert keys == sorted(["host", "uptime_s", "reset_cause", "resets", "heap_free", "rssi", "queued", "dropped",
+                           "spilled", "unstamped", "rejected", "energy_damaged"])
+    assert (cause, resets) == (1, 1)
