@@ -7,7 +7,7 @@ board writes them every loop pass (a register write, no flash):
     SCRATCH0-2  channels 0-2: energy.EnergyStore.scratch_word (a 4th channel
                 falls back to its flash file, at most one persist interval)
     SCRATCH3    0xA5 << 20 | resets since power-on << 12
-                | readings in RAM not yet on flash << 4 | 1 once the clock synced
+                | readings in RAM not yet on flash (up to 255) << 4 | 1 once the clock synced
                 (below 2^30: the loop writes it every pass without a big int)
 
 The marker 0xA5 tells a reset from a power-on (0 after a cut), where
