@@ -146,6 +146,10 @@ def acl(hosts, topic, reader="telegraf"):
                   "topic write %s" % topic,
                   "topic write %s" % status_topic(h),
                   "topic write %s/revised" % topic,
+                  # Health, and the energy floor the board reads back after a power cut
+                  # (board/lib/health.py): without read access the total could go down.
+                  "topic write %s/status" % topic,
+                  "topic readwrite %s/status/%s/energy" % (topic, h),
                   "topic write homeassistant/#",
                   "topic write picopower/%s/state" % h,  # Home Assistant's values (docs/home-assistant.md)
                   ""]

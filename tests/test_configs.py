@@ -139,6 +139,41 @@ def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_i
             c.loop_stop()
 
 
+@pytest.mark.servers
+def test_acl_lets_a_board_publish_health_and_read_back_only_its_own_energy_floor(tmp_path, capsys):
+    port = servers.free_port()
+    pw = tmp_path / "passwd"
+    for i, (user, password) in enumerate((("telegraf", "readpw"), ("kitchen", "k1"), ("garage", "g1"))):
+        subprocess.run([PASSWD, "-b"] + (["-c"] if i == 0 else []) + [str(pw), user, password], check=True)
+    acl_path = tmp_path / "acl"
+    acl_path.write_text(_out(capsys, "acl", "--topic", "home/power", "--host", "kitchen", "--host", "garage"))
+    os.chmod(pw, 0o600)
+    os.chmod(acl_path, 0o600)
+    conf = _out(capsys, "mosquitto", "--broker", "mqtt://127.0.0.1:%d" % port, "--bind", "127.0.0.1",
+                "--password-file", str(pw), "--acl", str(acl_path), "--data-dir", str(tmp_path / "data"))
+    with servers.Mosquitto(port=port, conf_text=conf):
+        kitchen, _ = _client(port, "kitchen", "k1")
+        garage, _ = _client(port, "garage", "g1")
+        garage.publish("home/power/status/kitchen/energy", "spoofed 0", qos=1, retain=True).wait_for_publish(5)
+        kitchen.publish("home/power/status", '{"host": "kitchen"}', qos=1, retain=True).wait_for_publish(5)
+        kitchen.publish("home/power/status/kitchen/energy", "1234", qos=1, retain=True).wait_for_publish(5)
+        for c in (kitchen, garage):
+            c.disconnect()
+            c.loop_stop()
+        # After a power cut the board subscribes to its own floor: the retained total is there.
+        again, got = _client(port, "kitchen", "k1")
+        again.subscribe("home/power/status/kitchen/energy", 1)
+        servers.wait_until(lambda: len(got) >= 2, what="the retained floor")
+        assert got[1:] == [("home/power/status/kitchen/energy", "1234")]
+        reader, seen = _client(port, "telegraf", "readpw")
+        reader.subscribe("home/power/status", 1)
+        servers.wait_until(lambda: len(seen) >= 2, what="the retained health message")
+        assert seen[1:] == [("home/power/status", '{"host": "kitchen"}')]
+        for c in (again, reader):
+            c.disconnect()
+            c.loop_stop()
+
+
 def test_acl_text_names_each_board_and_its_status_topic():
     text = configs.acl(["a", "b"], "home/power")
     assert "user a\ntopic write home/power\ntopic write picopower/a/status" in text
