@@ -104,8 +104,8 @@ def test_generated_anonymous_mosquitto_conf_starts_and_carries_a_reading(tmp_pat
             c.loop_stop()
 
 
-@pytest.mark.servers
-def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_its_topics(tmp_path, capsys):
+def _acl_broker_conf(tmp_path, capsys):
+    """(port, mosquitto.conf) with passwords for telegraf, kitchen and garage and the generated ACL."""
     port = servers.free_port()
     pw = tmp_path / "passwd"
     for i, (user, password) in enumerate((("telegraf", "readpw"), ("kitchen", "k1"), ("garage", "g1"))):
@@ -116,6 +116,12 @@ def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_i
     os.chmod(acl_path, 0o600)
     conf = _out(capsys, "mosquitto", "--broker", "mqtt://127.0.0.1:%d" % port, "--bind", "127.0.0.1",
                 "--password-file", str(pw), "--acl", str(acl_path), "--data-dir", str(tmp_path / "data"))
+    return port, conf
+
+
+@pytest.mark.servers
+def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_its_topics(tmp_path, capsys):
+    port, conf = _acl_broker_conf(tmp_path, capsys)
     assert "allow_anonymous false" in conf
     with servers.Mosquitto(port=port, conf_text=conf):
         anon, got_anon = _client(port)
@@ -141,16 +147,7 @@ def test_password_mosquitto_conf_refuses_anonymous_and_acl_keeps_each_board_to_i
 
 @pytest.mark.servers
 def test_acl_lets_a_board_publish_health_and_read_back_only_its_own_energy_floor(tmp_path, capsys):
-    port = servers.free_port()
-    pw = tmp_path / "passwd"
-    for i, (user, password) in enumerate((("telegraf", "readpw"), ("kitchen", "k1"), ("garage", "g1"))):
-        subprocess.run([PASSWD, "-b"] + (["-c"] if i == 0 else []) + [str(pw), user, password], check=True)
-    acl_path = tmp_path / "acl"
-    acl_path.write_text(_out(capsys, "acl", "--topic", "home/power", "--host", "kitchen", "--host", "garage"))
-    os.chmod(pw, 0o600)
-    os.chmod(acl_path, 0o600)
-    conf = _out(capsys, "mosquitto", "--broker", "mqtt://127.0.0.1:%d" % port, "--bind", "127.0.0.1",
-                "--password-file", str(pw), "--acl", str(acl_path), "--data-dir", str(tmp_path / "data"))
+    port, conf = _acl_broker_conf(tmp_path, capsys)
     with servers.Mosquitto(port=port, conf_text=conf):
         kitchen, _ = _client(port, "kitchen", "k1")
         garage, _ = _client(port, "garage", "g1")
