@@ -117,3 +117,25 @@ def test_hourly_ntp_resync_keeps_the_broker_connection_up(tmp_path):
     run.until(3000)
     assert run.app.wall.syncs >= 5
     assert len(connects) == 1
+
+
+def test_out_of_memory_while_connecting_is_one_log_line_and_a_retry_losing_no_reading(tmp_path):
+    # A TLS handshake on the Pico W's heap can raise MemoryError: the link must
+    # treat it like a network failure, not let it end the app (a reset loop).
+    run = Run(tmp_path, Profile.constant(1000), 900)
+    real = run.board.mqtt_factory
+    tries = []
+
+    def short_of_memory(cid, will):
+        tries.append(run.board.us)
+        if len(tries) <= 3:
+            raise MemoryError("memory allocation failed, allocating 16709 bytes")
+        return real(cid, will)
+    run.board.mqtt_factory = short_of_memory
+    run.until(600)
+    refused = [line for line in run.board.logs if "memory allocation failed" in line]
+    assert len(refused) == 3
+    stamps = [m["timestamp"] for m in run.messages]
+    assert [s - stamps[0] for s in stamps] == list(range(0, 10 * len(stamps), 10))
+    assert abs(stamps[0] - (START + 10)) <= 1
+    assert len(stamps) == run.app.readings - run.app.outbox.size >= 58

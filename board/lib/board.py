@@ -417,7 +417,7 @@ def watchdog(ms):
     return _wdt
 
 
-# --- durability and health (H-durable) ---------------------------------------
+# --- durability and health ---------------------------------------------------
 # RP2040 watchdog SCRATCH0-3: kept through a watchdog reset, machine.reset()
 # and a soft reset, cleared by a power cut (the SDK's reboot uses 4-7).
 # Addresses as constants: the pulse IRQ writes them, and arithmetic on a value

@@ -170,7 +170,9 @@ class Link:
                 self.failures = 0
                 self._go("ONLINE")
                 return
-        except OSError as e:
+        except (OSError, MemoryError) as e:
+            # MemoryError: a TLS handshake may not find its buffers on the heap;
+            # dropping the client frees them, and the backoff retries.
             self._fail(now, "broker %s:%d" % (self.s["mqtt_server"], self.s["mqtt_port"]), e)
             return
         self._phase = phase + 1
@@ -231,5 +233,5 @@ class Link:
             if now - self._last_tx >= self.s["mqtt_keepalive"] * 500:
                 self.client.ping()
                 self._last_tx = now
-        except OSError as e:
+        except (OSError, MemoryError) as e:
             self._fail(now, "publish to %s" % self.s["mqtt_server"], e)
