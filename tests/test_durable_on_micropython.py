@@ -77,13 +77,9 @@ def test_spill_frames_are_byte_for_byte_the_same_on_micropython_and_decode_back(
     assert refused
 
 
-DURABLE = """
-import gc, json
-# The wasm port's collector can free objects held only in locals (a memory
-# fault in the guest, not seen on the rp2 port): no collection in this run.
-gc.disable()
-from outbox import Outbox
-from spill import Durable
+# The flash as a dict, for both guest programs below: the firmware's file
+# operations (files.Files) without a file system in the guest.
+RAM_FILES = """
 import files
 
 class RamFiles(files.Files):
@@ -98,7 +94,7 @@ class RamFiles(files.Files):
         buf[:len(data)] = data
         return len(data)
     def write(self, path, data):
-        self.d[path] = bytes(data)
+        self.d[path] = bytearray(data)
     def append(self, path, data):
         if path not in self.d:
             self.d[path] = bytearray()
@@ -111,7 +107,18 @@ class RamFiles(files.Files):
         pass
     def size(self, path):
         return len(self.read(path))
+    def free_blocks(self, path):
+        return 150
+"""
 
+DURABLE = """
+import gc, json
+# The wasm port's collector can free objects held only in locals (a memory
+# fault in the guest, not seen on the rp2 port): no collection in this run.
+gc.disable()
+from outbox import Outbox
+from spill import Durable
+""" + RAM_FILES + """
 class Wall:
     synced = True
     def unix_ms(self, m):
@@ -197,37 +204,9 @@ def test_energy_floor_text_round_trips_and_converts_a_changed_meter_constant():
 APP = """
 import gc, json
 gc.disable()  # see DURABLE: the wasm port's collector
-import config, files
+import config
 from app import App
-
-class RamFiles(files.Files):
-    def __init__(self):
-        self.d = {}
-    def read(self, path):
-        if path not in self.d:
-            raise OSError(2)
-        return bytes(self.d[path])
-    def readinto(self, path, buf):
-        data = self.read(path)[:len(buf)]
-        buf[:len(data)] = data
-        return len(data)
-    def write(self, path, data):
-        self.d[path] = bytearray(data)
-    def append(self, path, data):
-        if path not in self.d:
-            self.d[path] = bytearray()
-        self.d[path].extend(data)
-    def remove(self, path):
-        del self.d[path]
-    def listdir(self, path):
-        return [p[len(path) + 1:] for p in self.d if p.startswith(path + "/")]
-    def mkdir(self, path):
-        pass
-    def size(self, path):
-        return len(self.read(path))
-    def free_blocks(self, path):
-        return 150
-
+""" + RAM_FILES + """
 class Client:
     def __init__(self, board):
         self.b = board
