@@ -71,7 +71,8 @@ def test_ring_overflow_keeps_the_count_exact_and_reports_lost_ticks():
     assert cap.tick_of(12) == 12000
 
 
-def test_channel_total_and_estimator_keep_counting_past_2_to_the_30_pulses(tmp_path):
+def _channel(tmp_path):
+    """An App channel at 1000 imp/kWh on a virtual clock, its flash in tmp_path; (channel, clock, monotonic)."""
     from picopower.firmware import app, clock as clock_mod
 
     class Board:
@@ -85,7 +86,11 @@ def test_channel_total_and_estimator_keep_counting_past_2_to_the_30_pulses(tmp_p
     spec = {"pin": 22, "pull": "up", "edge": "falling", "imp_per_kwh": 1000, "max_power_w": 24000,
             "pulse_width_min_ms": 0, "pulse_width_max_ms": 0, "seriesname": "power", "name": "power"}
     ch = app.Channel(0, spec, {"power_timeout_s": 300, "persist_interval_s": 600}, Board(clk), print)
-    mono = clock_mod.Monotonic(clk)
+    return ch, clk, clock_mod.Monotonic(clk)
+
+
+def test_channel_total_and_estimator_keep_counting_past_2_to_the_30_pulses(tmp_path):
+    ch, clk, mono = _channel(tmp_path)
     cap = ch.capture
     cap.count = pulses.TOP - 9  # as if 2^30 - 10 pulses were counted since boot
     ch.seen = pulses.TOP - 9
@@ -107,20 +112,7 @@ def test_a_capture_with_a_720_s_minimum_gap_is_refused_as_longer_than_the_filter
 
 
 def test_a_channel_a_million_pulses_behind_its_capture_catches_up_feeding_at_most_4352(tmp_path):
-    from picopower.firmware import app, clock as clock_mod
-
-    class Board:
-        def __init__(self, clk):
-            self.ticks_us = clk
-
-        def data_path(self, name):
-            return str(tmp_path / name)
-
-    clk = Clock()
-    spec = {"pin": 22, "pull": "up", "edge": "falling", "imp_per_kwh": 1000, "max_power_w": 24000,
-            "pulse_width_min_ms": 0, "pulse_width_max_ms": 0, "seriesname": "power", "name": "power"}
-    ch = app.Channel(0, spec, {"power_timeout_s": 300, "persist_interval_s": 600}, Board(clk), print)
-    mono = clock_mod.Monotonic(clk)
+    ch, clk, mono = _channel(tmp_path)
     fed = []
     pulse = ch.estimator.pulse
     ch.estimator.pulse = lambda t: (fed.append(t), pulse(t))
