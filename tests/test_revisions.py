@@ -5,6 +5,7 @@ import sqlite3
 
 import pytest
 
+from picopower import firmware
 from picopower.firmware import config, load, power
 from picopower.lineproto import Point
 from picopower.loads import Profile
@@ -176,64 +177,42 @@ def test_an_old_sqlite_table_without_a_key_is_migrated_keeping_the_last_of_3_dup
 
 # --- under MicroPython --------------------------------------------------------------------------
 
-def kettle_then_standby_us(hours):
-    """Pulses of a 2 kW kettle for 300 s, then a 5 W standby (one pulse every
-    720 s at 1000 imp/kWh), in µs; the same arithmetic runs in the guest."""
-    times = [k * 1800000 for k in range(1, 167)]
-    t = 300000000 + 720000000 - (300000000 - times[-1]) * 400
-    while t < hours * 3600000000:
-        times.append(t)
-        t += 720000000
-    return times
-
-
-GUEST_TIMES = kettle_then_standby_us.__doc__ and """
-        times = [k * 1800000 for k in range(1, 167)]
-        t = 300000000 + 720000000 - (300000000 - times[-1]) * 400
-        while t < 3600000000:
-            times.append(t)
-            t += 720000000
+# Pulses of a 2 kW kettle for 300 s, then a 5 W standby (one pulse every 720 s at
+# 1000 imp/kWh) for the rest of an hour, through the estimator and the revisions,
+# a window every 10 s. The same snippet runs on CPython and in the guest.
+HOUR_OF_REVISIONS = """
+import power, revisions
+times = [k * 1800000 for k in range(1, 167)]
+t = 300000000 + 720000000 - (300000000 - times[-1]) * 400
+while t < 3600000000:
+    times.append(t)
+    t += 720000000
+est = power.PowerEstimator(1000, 300)
+est.start(0)
+got = []
+rev = revisions.Revisions(1000, revisions.slots_for(10), lambda e, w, t: got.append((e, w)))
+rev.start(0)
+i = 0
+peak = 0
+for k in range(1, 361):
+    t1 = k * 10000000
+    while i < len(times) and times[i] <= t1:
+        est.pulse(times[i])
+        rev.pulse(times[i])
+        i += 1
+    rev.closed(t1, est.close(t1), k)
+    if rev.pending > peak:
+        peak = rev.pending
 """
 
 
 @pytest.mark.micropython
 def test_revisions_under_micropython_match_cpython_over_an_hour_of_kettle_then_5w_standby_within_151_slots():
-    times = kettle_then_standby_us(1)
-    est = power.PowerEstimator(1000, 300)
-    est.start(0)
-    mine = []
-    rev = revisions.Revisions(1000, revisions.slots_for(10), lambda e, w, t: mine.append((e, w)))
-    rev.start(0)
-    i = 0
-    for k in range(1, 361):
-        t1 = k * 10000000
-        while i < len(times) and times[i] <= t1:
-            est.pulse(times[i])
-            rev.pulse(times[i])
-            i += 1
-        rev.closed(t1, est.close(t1), k)
-    out = mpy.run_json("""
-        import json
-        import power, revisions
-""" + GUEST_TIMES + """
-        est = power.PowerEstimator(1000, 300)
-        est.start(0)
-        got = []
-        rev = revisions.Revisions(1000, revisions.slots_for(10), lambda e, w, t: got.append((e, w)))
-        rev.start(0)
-        i = 0
-        peak = 0
-        for k in range(1, 361):
-            t1 = k * 10000000
-            while i < len(times) and times[i] <= t1:
-                est.pulse(times[i])
-                rev.pulse(times[i])
-                i += 1
-            rev.closed(t1, est.close(t1), k)
-            if rev.pending > peak:
-                peak = rev.pending
-        print(json.dumps({'revised': got, 'peak': peak, 'slots': rev.slots}))
-    """)[0]
+    mine = firmware.run(HOUR_OF_REVISIONS)["got"]
+    out = mpy.run_json(HOUR_OF_REVISIONS + """
+import json
+print(json.dumps({'revised': got, 'peak': peak, 'slots': rev.slots}))
+""")[0]
     assert len(mine) >= 60
     assert len(out["revised"]) == len(mine)
     for (end, watts), (e2, w2) in zip(out["revised"], mine):
