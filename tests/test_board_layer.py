@@ -63,9 +63,8 @@ def net(clock):
     return n
 
 
-@pytest.fixture
-def umqtt(monkeypatch, net):
-    """A fresh umqtt.simple 1.8 stand-in whose `socket` is the fake network."""
+def fresh_umqtt(monkeypatch, net):
+    """A fresh umqtt.simple 1.8 stand-in whose `socket` is `net`'s, installed as `umqtt.simple`."""
     sys.modules.pop("tests.umqtt_simple_1_8", None)
     simple = importlib.import_module("tests.umqtt_simple_1_8")
     simple.socket = net.module()
@@ -74,6 +73,11 @@ def umqtt(monkeypatch, net):
     monkeypatch.setitem(sys.modules, "umqtt", pkg)
     monkeypatch.setitem(sys.modules, "umqtt.simple", simple)
     return simple
+
+
+@pytest.fixture
+def umqtt(monkeypatch, net):
+    return fresh_umqtt(monkeypatch, net)
 
 
 class _WLAN:
@@ -95,13 +99,7 @@ class _WLAN:
 
 def load_board(monkeypatch, net, clock):
     """board.py over the umqtt.simple 1.8 stand-in, `net`'s sockets and `clock`'s ticks."""
-    sys.modules.pop("tests.umqtt_simple_1_8", None)
-    simple = importlib.import_module("tests.umqtt_simple_1_8")
-    simple.socket = net.module()
-    pkg = types.ModuleType("umqtt")
-    pkg.simple = simple
-    monkeypatch.setitem(sys.modules, "umqtt", pkg)
-    monkeypatch.setitem(sys.modules, "umqtt.simple", simple)
+    fresh_umqtt(monkeypatch, net)
     machine = types.ModuleType("machine")
     machine.RTC = lambda: types.SimpleNamespace(datetime=lambda t: None)
     network = types.ModuleType("network")
