@@ -42,6 +42,32 @@ def _is_ip(host):
     return len(parts) == 4 and all(p.isdigit() for p in parts)
 
 
+class Clock:
+    """Virtual microseconds for `Net` to wait on, and the MicroPython `time`
+    functions board.py uses on them (30-bit ticks, as on the rp2 port)."""
+
+    def __init__(self):
+        self.us = 0
+
+    def now_us(self):
+        return self.us
+
+    def advance_to(self, us):
+        self.us = max(self.us, us)
+
+    def ticks_ms(self):
+        return (self.us // 1000) & 0x3FFFFFFF
+
+    def ticks_add(self, t, delta):
+        return (t + delta) & 0x3FFFFFFF
+
+    def ticks_diff(self, a, b):
+        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+
+    def sleep_ms(self, ms):
+        self.us += ms * 1000
+
+
 class Net:
     def __init__(self, clock, dns=None, dns_ms=0):
         self.clock = clock  # .now_us() and .advance_to(us)

@@ -17,33 +17,11 @@ from picopower import firmware
 from tests import fakenet
 from tests.fakenet import BlockedForever, Broker, Net
 
-MASK = (1 << 30) - 1
 BROKER = ("10.0.0.5", 1883)
 
 
-class Clock:
-    """Virtual microseconds, and the MicroPython `time` functions board.py uses on them."""
-
-    def __init__(self):
-        self.us = 0
-
-    def now_us(self):
-        return self.us
-
-    def advance_to(self, us):
-        self.us = max(self.us, us)
-
-    def ticks_ms(self):
-        return (self.us // 1000) & MASK
-
-    def ticks_add(self, t, delta):
-        return (t + delta) & MASK
-
-    def ticks_diff(self, a, b):
-        return ((a - b + (1 << 29)) & MASK) - (1 << 29)
-
-    def sleep_ms(self, ms):
-        self.us += ms * 1000
+class Clock(fakenet.Clock):
+    """fakenet's virtual clock, with the `time.gmtime` board.py sets the RTC from."""
 
     gmtime = staticmethod(time.gmtime)
 

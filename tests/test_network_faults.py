@@ -14,7 +14,7 @@ import pytest
 
 from picopower import firmware
 from picopower.virtual import PulseSource, VirtualBoard, make_app, settings_for
-from tests.fakenet import Broker, Net
+from tests.fakenet import Broker, Clock, Net
 from tests.test_board_layer import load_board
 
 BROKER = ("127.0.0.1", 1883)
@@ -45,11 +45,8 @@ class WatchedBoard(VirtualBoard):
         return self.hw.mqtt_retained(client, topic)  # the real one: SUBSCRIBE, then a PINGREQ
 
     # MicroPython's `time` for board.py's deadlines
-    def ticks_add(self, t, delta):
-        return (t + delta) & ((1 << 30) - 1)
-
-    def ticks_diff(self, a, b):
-        return ((a - b + (1 << 29)) & ((1 << 30) - 1)) - (1 << 29)
+    ticks_add = Clock.ticks_add
+    ticks_diff = Clock.ticks_diff
 
 
 class Rig:

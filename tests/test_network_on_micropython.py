@@ -29,23 +29,8 @@ def module(name, source):
     sys.modules[name] = m
     return m
 
-class Clock:
-    def __init__(self):
-        self.us = 0
-    def now_us(self):
-        return self.us
-    def advance_to(self, us):
-        if us > self.us:
-            self.us = us
-    def ticks_ms(self):
-        return (self.us // 1000) & 0x3FFFFFFF
-    def ticks_add(self, t, d):
-        return (t + d) & 0x3FFFFFFF
-    def ticks_diff(self, a, b):
-        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
-
-clock = Clock()
 fakenet = module("fakenet", FAKENET)
+clock = fakenet.Clock()
 net = fakenet.Net(clock, dns={"broker.lan": "10.0.0.5"})
 sys.modules["socket"] = net.module()
 simple = module("umqtt.simple", UMQTT)
