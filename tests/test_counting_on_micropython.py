@@ -91,45 +91,35 @@ class Pin:
         self.v = 1
     def value(self):
         return self.v
+def locked_run(cap, pin):
+    # 40 edges with the heap locked; a width-filtered capture's pin is on at even ticks, off 100 ms later.
+    start = cap.total()
+    rejected = cap.rejected_total()
+    h = cap.handler
+    heap_lock()
+    try:
+        i = 0
+        while i < 40:
+            if pin is not None:
+                pin.v = i & 1
+            h(pin)
+            i += 1
+        locked = 'ok'
+    except MemoryError:
+        locked = 'allocated'
+    heap_unlock()
+    return start, [cap.total() - start, cap.rejected_total() - rejected, cap.count, cap.rejected, locked]
 ticks = array('L', [(1000000 + k * 100000) & 0x3FFFFFFF for k in range(200)])
-clk = Clock(ticks)
-cap = PulseCapture(150000, clock=clk.tick)
+cap = PulseCapture(150000, clock=Clock(ticks).tick)
 cap.count = TOP - 4
 cap.rejected = TOP - 9
-start = [cap.total(), cap.rejected_total()]
-h = cap.handler
-heap_lock()
-try:
-    i = 0
-    while i < 40:
-        h(None)
-        i += 1
-    locked = 'ok'
-except MemoryError:
-    locked = 'allocated'
-heap_unlock()
-plain = [cap.total() - start[0], cap.rejected_total() - start[1], cap.count, cap.rejected, locked]
-clk = Clock(ticks)
-pin = Pin()
-cap = PulseCapture(150000, 10000, 120000, 0, clock=clk.tick)
+_, plain = locked_run(cap, None)
+cap = PulseCapture(150000, 10000, 120000, 0, clock=Clock(ticks).tick)
 cap.count = TOP - 1
 cap._starts = TOP - 2
 cap.rejected = TOP
-start = [cap.total(), cap.rejected_total()]
-h = cap.handler
-heap_lock()
-try:
-    i = 0
-    while i < 40:
-        pin.v = i & 1  # on at even ticks, off 100 ms later
-        h(pin)
-        i += 1
-    locked = 'ok'
-except MemoryError:
-    locked = 'allocated'
-heap_unlock()
-width = [cap.total() - start[0], cap.rejected_total() - start[1], cap.count, cap.rejected, locked]
-print(json.dumps([start[0] > 1073741000, plain, width]))
+start, width = locked_run(cap, Pin())
+print(json.dumps([start > 1073741000, plain, width]))
 """
 
 GAPS_EXPECTED = [75, 75, 75]  # fired, counted, bounces rejected
