@@ -74,6 +74,14 @@ class Rig:
     def stamps(self):
         return [m["timestamp"] for m in self.messages]
 
+    def lost(self):
+        """Readings taken that were neither published nor are still queued."""
+        return self.taken_so_far() - len(self.messages) - self.app.outbox.size
+
+    def published_once_in_order(self):
+        stamps = self.stamps()
+        return stamps == sorted(set(stamps))
+
     def off_by(self, since=0, until=1 << 40):
         """Largest |published pulses - meter pulses at the reading's timestamp|, for the
         readings stamped in [since, until) virtual seconds."""
@@ -96,12 +104,10 @@ def test_watchdog_reset_mid_outage_loses_no_reading_and_no_pulse(tmp_path):
     rig.until(2400)
     rig.board.wifi_up = True
     rig.until(3000)
-    stamps = rig.stamps()
-    lost = rig.taken_so_far() - len(stamps) - rig.app.outbox.size
     assert on_flash == 151 and in_ram == 0  # offline, each reading goes to flash as it is taken
-    assert lost == 0
+    assert rig.lost() == 0
     assert rig.status[-1]["dropped"] == 0 and rig.status[-1]["reset_cause"] == 1
-    assert stamps == sorted(set(stamps))
+    assert rig.published_once_in_order()
     assert rig.off_by() <= 1  # every reading carries the meter's count at its own timestamp
     assert rig.app.channels[0].total() == rig.meter_pulses(3000)  # exact: not one pulse lost
     assert rig.never_decreases()
@@ -117,9 +123,8 @@ def test_soft_reset_after_ctrl_c_loses_no_reading_and_no_pulse(tmp_path):
     rig.until(900)
     rig.board.wifi_up = True
     rig.until(1200)
-    stamps = rig.stamps()
-    assert rig.taken_so_far() - len(stamps) - rig.app.outbox.size == 0
-    assert stamps == sorted(set(stamps))
+    assert rig.lost() == 0
+    assert rig.published_once_in_order()
     assert rig.off_by() <= 1
     assert rig.app.channels[0].total() == rig.meter_pulses(1200)
     assert rig.status[-1]["reset_cause"] == 2 and rig.status[-1]["resets"] == 1
@@ -135,10 +140,8 @@ def test_power_cut_while_queueing_loses_no_reading_and_at_most_10_s_of_pulses(tm
     rig.until(1300)
     rig.board.wifi_up = True
     rig.until(1800)
-    stamps = rig.stamps()
-    lost = rig.taken_so_far() - len(stamps) - rig.app.outbox.size
-    assert lost == 0
-    assert stamps == sorted(set(stamps))
+    assert rig.lost() == 0
+    assert rig.published_once_in_order()
     assert rig.off_by(until=1234) <= 1
     assert rig.never_decreases() and rig.messages[-1]["pulses"] > published_before
     # Offline, each reading on flash carries the total: only the pulses after the last one are lost.
@@ -185,10 +188,9 @@ def test_power_cut_at_each_of_the_first_12_flash_operations_of_an_outage_loses_n
         out = _spill_run(tmp_path / str(n), n)
         assert out is not None, "fewer than %d flash operations" % n
         rig, cut_s, taken = out
-        stamps = rig.stamps()
-        assert stamps == sorted(set(stamps)), n
+        assert rig.published_once_in_order(), n
         # Every reading older than 60 s at the cut was published, with its own time.
-        assert set(range(START + 10, START + int(cut_s) - 60, 10)) <= set(stamps), n
+        assert set(range(START + 10, START + int(cut_s) - 60, 10)) <= set(rig.stamps()), n
         assert rig.never_decreases(), n
         missing = rig.meter_pulses(rig.board.us / 1e6) - rig.app.channels[0].total()
         assert 0 <= missing <= 60, n
@@ -206,10 +208,9 @@ def test_reset_loop_every_20_s_for_30_minutes_keeps_energy_exact_and_publishes_e
     assert rig.app.channels[0].total() == rig.meter_pulses(t)  # 1800 pulses given, 1800 kept
     assert rig.app.channels[0].store.saved >= rig.meter_pulses(t) - 20  # flash current too
     rig.until(t + 60)
-    stamps = rig.stamps()
     assert rig.taken_so_far() >= 90
-    assert rig.taken_so_far() - len(stamps) - rig.app.outbox.size == 0
-    assert stamps == sorted(set(stamps))
+    assert rig.lost() == 0
+    assert rig.published_once_in_order()
     assert rig.never_decreases() and rig.off_by() <= 1
     assert rig.status[-1]["resets"] == 90 and rig.status[-1]["reset_cause"] == 1
     # Then a power cut, a minute after the loop ended: at most one persist interval lost.
@@ -344,10 +345,9 @@ def test_power_cut_at_each_flash_operation_of_the_drain_publishes_nothing_twice_
         cut_s = rig.board.us / 1e6
         rig.restart("power")
         rig.until(cut_s + 400)
-        stamps = rig.stamps()
-        assert stamps == sorted(set(stamps)), n  # the broker's floor skips what was published
+        assert rig.published_once_in_order(), n  # the broker's floor skips what was published
         assert rig.never_decreases(), n
-        assert set(range(START + 10, START + int(cut_s) - 60, 10)) <= set(stamps), n
+        assert set(range(START + 10, START + int(cut_s) - 60, 10)) <= set(rig.stamps()), n
         assert rig.off_by(until=cut_s) <= 1, n
 
 
