@@ -5,7 +5,10 @@
     Simulation      N virtual Pico Ws running the firmware's own code
                     (picopower.simulate), each with its own household day
                     (picopower.loads.household_day), on an accelerated clock
-    Bridge          MQTT -> SQLite (picopower.bridge), what Telegraf does in the seed
+    Bridge          MQTT -> SQLite (picopower.bridge), what Telegraf does in the seed:
+                    readings and revisions into `points` (the stored, revised
+                    history), and the readings alone into `live` (what was
+                    published live), so the graph can show what revisions change
     Monitor         a subscriber that feeds the live dashboard (picopower.monitor)
 
 `Demo.run()` drives the simulation in short slices and calls `on_tick`
@@ -140,6 +143,7 @@ class Demo:
         self.start_unix_s = demo_start_unix_s() if start_unix_s is None else start_unix_s
         self.broker = None
         self.bridge = None
+        self.live_bridge = None
         self.monitor = None
         self.sim = None
         self.started_wall = None
@@ -156,6 +160,11 @@ class Demo:
             self.bridge = Bridge(self.broker.url, [TOPIC, TOPIC + "/revised"], SqliteSink(self.db),
                                  client_id="picopower-demo-bridge")
             self.bridge.start()
+            # Only for the graph: what stored history would be without revisions.
+            from picopower.plot import LIVE_TABLE
+            self.live_bridge = Bridge(self.broker.url, [TOPIC], SqliteSink(self.db, table=LIVE_TABLE),
+                                      client_id="picopower-demo-live")
+            self.live_bridge.start()
             self.monitor = Monitor(parse_broker(self.broker.url), [TOPIC], client_id="picopower-demo-view").start()
             self.sim = Simulation(self.broker.url, TOPIC, profile=lambda i: household_days(i), meters=self.n,
                                   host="house", series=SERIES, imp_per_kwh=self.imp, interval_s=self.interval_s,
@@ -200,8 +209,9 @@ class Demo:
             published = self.sim.published()
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
-                c = self.bridge.counters()
-                if c.get("written", 0) + c.get("rejected", 0) >= published:
+                c, lc = self.bridge.counters(), self.live_bridge.counters()
+                if min(c.get("written", 0) + c.get("rejected", 0),
+                       lc.get("written", 0) + lc.get("rejected", 0)) >= published:
                     break
                 time.sleep(0.05)
         self.close()
@@ -211,10 +221,11 @@ class Demo:
             self.sim.close()
         if self.monitor is not None:
             self.monitor.stop()
-        if self.bridge is not None:
-            try:
-                self.bridge.stop()
-            except Exception:  # noqa: BLE001
-                pass
+        for bridge in (self.bridge, self.live_bridge):
+            if bridge is not None:
+                try:
+                    bridge.stop()
+                except Exception:  # noqa: BLE001
+                    pass
         if self.broker is not None:
             self.broker.stop()

@@ -8,12 +8,21 @@ counter reset skipped), or from the power when a reading has no energy
 (seed-format boards: power x time, gaps over 15 min not filled);
 `render()` draws the Grafana-like picture with matplotlib (Agg backend).
 
+Stored values are revised ones: a board's revision (its exact value for a
+past window, once the next pulse lands) overwrites the live reading in
+InfluxDB and SQLite. Given what was published live as well (`picopower demo`
+keeps it in the table `live`), `render()` adds a panel comparing the two over
+the quiet hour that revisions changed most (`quiet_stretch()`), because at
+standby a pulse comes only every minute or more and the live guess is
+furthest from the truth there, while at kettle scale the two look identical.
+
 The window (--since) ends at the newest reading, not at this PC's clock, so
 a file made yesterday (or by the demo's accelerated clock) still plots.
 """
 
 import json
 import math
+from bisect import bisect_left, bisect_right
 import os
 import sqlite3
 import urllib.error
@@ -24,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from picopower.errors import Invalid, Unavailable
 
 MAX_GAP_S = 900
+LIVE_TABLE = "live"  # the demo's table of readings as published live (no revisions)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -197,14 +207,72 @@ def daily_kwh(series, tz=None):
     return dict(sorted(out.items()))
 
 
+# --- stored (revised) against live ------------------------------------------
+
+class Stretch:
+    """One host's readings over [t0, t1]: `stored` (revised) and `live` Series."""
+
+    def __init__(self, label, t0, t1, stored, live):
+        self.label, self.t0, self.t1, self.stored, self.live = label, t0, t1, stored, live
+
+    def differences(self):
+        """|stored - live| in W at each timestamp both have."""
+        lp = dict(zip(self.live.t, self.live.power))
+        return [abs(p - lp[t]) for t, p in zip(self.stored.t, self.stored.power) if t in lp]
+
+
+def _part(s, t0, t1):
+    out = Series(s.label)
+    i, j = bisect_left(s.t, t0), bisect_right(s.t, t1)
+    out.t, out.power, out.energy = s.t[i:j], s.power[i:j], s.energy[i:j]
+    return out
+
+
+def quiet_stretch(stored, live, span_s=1200.0, step_s=300.0):
+    """Among the quietest quarter of `span_s` stretches (lowest mean stored
+    power), the one whose live readings the revisions changed most (sum of
+    |stored - live|), over every host: a Stretch, or None without live data."""
+    best = None
+    for label in sorted(stored):
+        s, lv = stored[label], live.get(label)
+        if lv is None or len(s) < 2 or not len(lv):
+            continue
+        lp = dict(zip(lv.t, lv.power))
+        span = min(span_s, s.t[-1] - s.t[0])
+        cands = []
+        t0 = s.t[0]
+        while t0 + span <= s.t[-1] + 1e-6:
+            i, j = bisect_left(s.t, t0), bisect_right(s.t, t0 + span)
+            mean = sum(s.power[i:j]) / (j - i)
+            moved = sum(abs(s.power[k] - lp[s.t[k]]) for k in range(i, j) if s.t[k] in lp)
+            cands.append((mean, -moved, t0))
+            t0 += step_s
+        cands.sort()
+        quiet = cands[:max(1, len(cands) // 4)]
+        _, neg, t0 = min(quiet, key=lambda c: c[1])
+        if best is None or -neg > best[0]:
+            best = (-neg, label, t0, span)
+    if best is None:
+        return None
+    _, label, t0, span = best
+    s, lp = stored[label], dict(zip(live[label].t, live[label].power))
+    i, j = bisect_left(s.t, t0), bisect_right(s.t, t0 + span)
+    # Show the largest correction a quarter in, so what led to it (often a switch-off) is in view.
+    k = max(range(i, j), key=lambda k: abs(s.power[k] - lp.get(s.t[k], s.power[k])))
+    t0 = min(max(s.t[0], s.t[k] - span / 4), s.t[-1] - span)
+    return Stretch(label, t0, t0 + span, _part(s, t0, t0 + span), _part(live[label], t0, t0 + span))
+
+
 # --- the picture -------------------------------------------------------------
 
 WIDTH_PX, HEIGHT_PX, DPI = 1200, 700, 100
 COLOURS = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9", "#fade2a"]
 
 
-def render(data, out, title="Power consumption", tz=None):
-    """Write the PNG: power per host over time (top), kWh per day per host (bottom)."""
+def render(data, out, title="Power consumption", tz=None, live=None):
+    """Write the PNG: power per host over time (top), kWh per day per host (bottom);
+    with `live` ({label: Series} as published live) the bottom right compares
+    stored and live over `quiet_stretch()`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
@@ -214,9 +282,12 @@ def render(data, out, title="Power consumption", tz=None):
         raise Invalid("nothing to plot: no readings")
     bg, panel, grid, fg = "#111217", "#181b1f", "#2c3235", "#ccccdc"
     fig = plt.figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, facecolor=bg)
-    gs = fig.add_gridspec(2, 1, height_ratios=[2.3, 1], hspace=0.38, left=0.07, right=0.98, top=0.92, bottom=0.08)
-    ax, bx = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
-    for a in (ax, bx):
+    stretch = quiet_stretch(data, live) if live else None
+    gs = fig.add_gridspec(2, 2 if stretch else 1, height_ratios=[2.3, 1], hspace=0.38, wspace=0.12,
+                          left=0.07, right=0.98, top=0.92, bottom=0.08)
+    ax, bx = fig.add_subplot(gs[0, :]), fig.add_subplot(gs[1, 0])
+    cx = fig.add_subplot(gs[1, 1]) if stretch else None
+    for a in (ax, bx) + ((cx,) if cx else ()):
         a.set_facecolor(panel)
         a.tick_params(colors=fg, labelsize=9)
         for s in a.spines.values():
@@ -226,8 +297,9 @@ def render(data, out, title="Power consumption", tz=None):
     zone = tz if tz is not None else datetime.now().astimezone().tzinfo
     days_all = set()
     per = {}
+    colour = {}
     for i, (label, s) in enumerate(sorted(data.items())):
-        c = COLOURS[i % len(COLOURS)]
+        c = colour[label] = COLOURS[i % len(COLOURS)]
         times = [datetime.fromtimestamp(t, zone) for t in s.t]
         ax.step(times, s.power, where="pre", color=c, linewidth=1.1, label=label)
         ax.fill_between(times, s.power, step="pre", color=c, alpha=0.12)
@@ -258,6 +330,25 @@ def render(data, out, title="Power consumption", tz=None):
     bx.set_ylabel("kWh", color=fg)
     top = max([v for d in per.values() for v in d.values()] + [0.001])
     bx.set_ylim(0, top * 1.25)
+    if stretch:
+        _draw_stretch(cx, stretch, colour[stretch.label], zone, panel, grid, fg)
     fig.savefig(out, dpi=DPI, facecolor=bg)
     plt.close(fig)
     return per
+
+
+def _draw_stretch(cx, st, c, zone, panel, grid, fg):
+    import matplotlib.dates as mdates
+    for s, colour, width, style, name in ((st.live, "#9aa0ab", 1.0, (0, (3, 2)), "published live"),
+                                          (st.stored, c, 1.5, "-", "stored (revised)")):
+        cx.step([datetime.fromtimestamp(t, zone) for t in s.t], s.power, where="pre", color=colour,
+                linewidth=width, linestyle=style, label=name)
+    d = st.differences()
+    cx.set_title("Close-up at standby, %s: %d readings revised, up to %.0f W"
+                 % (st.label, sum(1 for x in d if x > 0), max(d + [0.0])), color=fg, loc="left", fontsize=11)
+    cx.set_ylabel("W", color=fg)
+    cx.set_ylim(bottom=0)
+    cx.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=zone))
+    leg = cx.legend(loc="upper right", facecolor=panel, edgecolor=grid, fontsize=8)
+    for t in leg.get_texts():
+        t.set_color(fg)

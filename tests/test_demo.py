@@ -30,6 +30,24 @@ def test_short_demo_run_stores_every_published_reading_and_draws_the_graph(tmp_p
         assert im.format == "PNG" and im.size == (plot.WIDTH_PX, plot.HEIGHT_PX)
 
 
+def test_demo_keeps_the_live_readings_beside_the_revised_ones_and_its_close_up_shows_them_20_w_apart(tmp_path):
+    db, png = tmp_path / "demo.sqlite", tmp_path / "demo.png"
+    assert cli.main(["demo", "--meters", "1", "--speed", "100000", "--hours", "6", "--duration", "30",
+                     "--no-live", "--db", str(db), "--out", str(png)]) == 0
+    stored = plot.load_sqlite(str(db), None, None)
+    live = plot.load_sqlite(str(db), None, None, table=plot.LIVE_TABLE)
+    assert list(stored) == list(live) == ["house"]
+    s, lv = stored["house"], live["house"]
+    assert s.t == lv.t and len(s) >= 6 * 360 - 2  # every reading once in each table
+    moved = sum(1 for a, b in zip(s.power, lv.power) if a != b)
+    st = plot.quiet_stretch(stored, live)
+    print("demo, 6 virtual hours: %d of %d readings revised; close-up %s, stored mean %.0f W, "
+          "largest |stored - live| %.1f W" % (moved, len(s), st.label, sum(st.stored.power) / len(st.stored),
+                                              max(st.differences())))
+    assert 0 < moved < len(s) / 5  # measured: 65 of 2160
+    assert sum(st.stored.power) / len(st.stored) < 200 and max(st.differences()) >= 20  # measured: 86 W, 57.4 W
+
+
 def test_demo_refuses_to_overwrite_a_database_it_did_not_make(tmp_path, capsys):
     db = tmp_path / "mine.sqlite"
     sqlite3.connect(str(db)).execute("CREATE TABLE points (x)").connection.commit()

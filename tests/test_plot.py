@@ -122,3 +122,81 @@ def test_missing_sqlite_file_and_unreachable_influx_are_one_line_errors(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("picopower plot: error: cannot reach InfluxDB at http://127.0.0.1:9")
     assert not (tmp_path / "x.png").exists()
+
+
+# --- stored (revised) against live at standby ---------------------------------
+
+T0 = 1767225600.0  # 2026-01-01: the board's clock refuses answers before 2024
+
+
+def _standby_with_fridge(base_w, hours=6):
+    """`base_w` standby; a 110 W fridge on for 20-24 min every ~1 h, switching between pulses."""
+    from picopower.loads import Profile
+    steps, t, k = [(T0, base_w)], T0 + 917.3, 0
+    while t < T0 + hours * 3600:
+        on, off = 1213.7 + 97 * (k % 3), 2411.9 + 131 * (k % 4)
+        steps += [(t, base_w + 110.0), (t + on, base_w)]
+        t, k = t + on + off, k + 1
+    return Profile(steps)
+
+
+def _replayed_into_sqlite(profile, path, imp=1000, hours=6):
+    """What `picopower replay --revisions` prints, stored as the bridge stores it: every message
+    upserted into `points` (the revised history) and, into `live`, each timestamp's first
+    message (the reading as published live)."""
+    import json
+    from picopower.replay import replay
+    times = profile.pulse_times(imp, T0 + hours * 3600)
+    msgs = [json.loads(m) for m in replay(times, imp, 10, revisions=True)]
+    seen, live = set(), []
+    for m in msgs:
+        if m["timestamp"] not in seen:
+            seen.add(m["timestamp"])
+            live.append(m)
+    for table, batch in (("points", msgs), (plot.LIVE_TABLE, live)):
+        sink = SqliteSink(str(path), table=table)
+        sink.write([Point(m["measurement"], m["host"], m["timestamp"],
+                          {"power": m["power"], "energy": m["energy"], "pulses": m["pulses"]}) for m in batch])
+        sink.close()
+    return times, len(msgs) - len(live)
+
+
+def test_at_30_w_standby_stored_history_is_100x_closer_than_live_and_the_close_up_shows_them_50_w_apart(tmp_path):
+    profile = _standby_with_fridge(30.0)
+    db = tmp_path / "standby.sqlite"
+    times, revisions = _replayed_into_sqlite(profile, db)
+    stored = plot.load_sqlite(str(db), None, None)
+    live = plot.load_sqlite(str(db), None, None, table=plot.LIVE_TABLE)
+    s, lv = stored["picopower"], live["picopower"]
+    assert s.t == lv.t and len(s) > 2000  # one stored row per live reading, every 10 s for ~6 h
+    # Windows whose exact mean the meter can know: from the 2nd pulse on; the last 10 min are left
+    # out because the replay ends one report after the last pulse, before revising the windows before it.
+    scored = [k for k, t in enumerate(s.t) if times[1] <= t - 10 and t <= times[-1] - 600]
+    truth = [profile.mean_power(s.t[k] - 10, s.t[k]) for k in scored]
+    mae_live = sum(abs(lv.power[k] - w) for k, w in zip(scored, truth)) / len(scored)
+    mae_stored = sum(abs(s.power[k] - w) for k, w in zip(scored, truth)) / len(scored)
+    print("30 W standby + fridge, %d windows, %d revisions: mean |error| live %.3f W, stored %.6f W"
+          % (len(scored), revisions, mae_live, mae_stored))
+    assert mae_live > 1.0 and mae_stored * 100 <= mae_live  # measured: 1.904 W live, < 0.001 W stored
+    # What the plot draws in its close-up: the quiet stretch revisions changed most.
+    st = plot.quiet_stretch(stored, live)
+    lp = dict(zip(st.live.t, st.live.power))
+    at_standby = [abs(p - lp[t]) for t, p in zip(st.stored.t, st.stored.power) if abs(p - 30.0) < 0.5]
+    print("close-up %s +%.0f min: largest |stored - live| %.1f W, %.1f W where stored is the 30 W standby"
+          % (st.label, (st.t0 - T0) / 60, max(st.differences()), max(at_standby)))
+    assert len(at_standby) > 60 and max(at_standby) >= 50  # measured: 99.3 W (live still near the fridge's 140 W)
+    png = tmp_path / "standby.png"  # the same close-up, drawn
+    assert cli.main(["plot", "--sqlite", str(db), "--since", "all", "--live", "--out", str(png)]) == 0
+    with Image.open(png) as im:
+        assert im.size == (plot.WIDTH_PX, plot.HEIGHT_PX)
+
+
+def test_plot_live_on_a_bridge_file_without_live_readings_is_a_one_line_error(tmp_path, capsys):
+    db = tmp_path / "bridge.sqlite"
+    sink = SqliteSink(str(db))
+    sink.write(_points(_local_midnight()))
+    sink.close()
+    assert cli.main(["plot", "--sqlite", str(db), "--live", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "keeps no live readings (table live)" in err
+    assert not (tmp_path / "x.png").exists()

@@ -21,7 +21,9 @@ port; virtual Pico Ws running the firmware's own code, counting the pulses a
 household day makes (fridge, kettle, oven, lights); the bridge storing each
 reading in SQLite; a subscriber feeding the dashboard. At the end the boards'
 queues are drained and the graph is drawn from the SQLite file
-(`picopower plot --sqlite demo.sqlite` draws it again)."""
+(`picopower plot --sqlite demo.sqlite --live` draws it again). The graph's
+bottom right compares the stored (revised) power with what was published
+live over the quiet hour the boards' revisions changed most."""
 
 MARK = "picopower_demo"
 
@@ -132,8 +134,9 @@ def run(args):
         sys.stdout.write(dashboard.text(dashboard.view(demo.monitor.meters, title=title, lines=status_lines(demo)),
                                         colour=False))
     data = plot.load_sqlite(args.db, None, None)
+    live = plot.load_sqlite(args.db, None, None, table=plot.LIVE_TABLE)
     say("drawing %s ..." % args.out)
-    per = plot.render(data, args.out, "picopower demo: power of %d virtual houses" % len(data))
+    per = plot.render(data, args.out, "picopower demo: power of %d virtual houses" % len(data), live=live)
     for label, days in sorted(per.items()):
         print("%s: %s" % (label, ", ".join("%s %.3f kWh" % (d.isoformat(), v) for d, v in days.items())))
     say("wrote %s and %s (%d readings)" % (args.out, args.db, sum(len(s) for s in data.values())))

@@ -1,4 +1,4 @@
-"""picopower plot (--sqlite FILE | --influx URL --db NAME) [--series S] [--since 24h] [--out graph.png]"""
+"""picopower plot (--sqlite FILE | --influx URL --db NAME) [--series S] [--since 24h] [--live] [--out graph.png]"""
 
 import argparse
 import sys
@@ -7,11 +7,15 @@ from picopower import plot
 from picopower.errors import UserError
 
 EXAMPLE = """examples:
-  picopower plot --sqlite demo.sqlite --out demo.png
+  picopower plot --sqlite demo.sqlite --live --out demo.png
   picopower plot --influx http://127.0.0.1:8086 --db telegraf --series power --since 7d --out week.png
 
 The window ends at the newest reading. Energy per day comes from the boards'
-energy counter (or from power x time for boards that send no energy)."""
+energy counter (or from power x time for boards that send no energy).
+Power is the stored value: where a board sent a revision (its exact value
+once the next pulse landed), that value. --live adds a panel comparing it
+with what was published live over a quiet hour; only the demo's file keeps
+the live readings (table `live`), the bridge and Telegraf store revised ones."""
 
 
 def register(sub):
@@ -27,6 +31,9 @@ def register(sub):
     p.add_argument("--since", default="24h", help="how much to show, ending at the newest reading (24h; 7d, all)")
     p.add_argument("--out", default="graph.png", metavar="PNG", help="output file (graph.png)")
     p.add_argument("--title", default="Power consumption")
+    p.add_argument("--live", action="store_true",
+                   help="also compare with what was published live, over the quiet hour revisions changed "
+                        "most (SQLite files of `picopower demo`, which keep table %s)" % plot.LIVE_TABLE)
     p.set_defaults(func=run)
 
 
@@ -34,6 +41,9 @@ def run(args):
     since = plot.parse_since(args.since)
     if not args.out.lower().endswith(".png"):
         raise UserError("--out must be a .png file, got %r" % args.out)
+    if args.live and not args.sqlite:
+        raise UserError("--live needs --sqlite FILE from `picopower demo`: InfluxDB keeps only the "
+                        "revised values")
     if args.influx:
         if not args.db:
             raise UserError("--influx needs --db NAME (the seed's database is telegraf)")
@@ -41,10 +51,17 @@ def run(args):
         data = plot.load_influx(args.influx, args.db, args.series, since)
     else:
         data = plot.load_sqlite(args.sqlite, args.series, since)
+    live = None
+    if args.live:
+        try:
+            live = plot.load_sqlite(args.sqlite, args.series, since, table=plot.LIVE_TABLE)
+        except plot.Invalid:
+            raise UserError("%s keeps no live readings (table %s): only `picopower demo` records them; "
+                            "the bridge stores the revised values" % (args.sqlite, plot.LIVE_TABLE)) from None
     n = sum(len(s) for s in data.values())
     print("drawing %d readings of %d meter%s ..." % (n, len(data), "" if len(data) == 1 else "s"),
           file=sys.stderr, flush=True)
-    per = plot.render(data, args.out, args.title)
+    per = plot.render(data, args.out, args.title, live=live)
     for label, days in sorted(per.items()):
         for day, kwh in days.items():
             print("%s %s %.3f kWh" % (label, day.isoformat(), kwh))
