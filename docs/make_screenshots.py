@@ -6,7 +6,8 @@ docs/demo.png: `picopower demo` runs live in a tmux pane; after --at seconds
 the pane is captured with its colours (tmux capture-pane -e) and the text is
 drawn with PIL in a monospace font, character cell by character cell.
 docs/plot.png: `picopower demo --no-live` runs a whole virtual day, then
-`picopower plot` draws its SQLite file.
+`picopower plot --live` draws its SQLite file (stored, revised power; the
+bottom right compares it with what was published live at standby).
 """
 
 import argparse
@@ -129,7 +130,7 @@ def plot_shot(out, meters, hours):
     subprocess.run([sys.executable, "-m", "picopower", "demo", "--no-live", "--meters", str(meters),
                     "--speed", "100000", "--hours", str(hours), "--db", db, "--out", os.path.join(tmp, "d.png")],
                    check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "picopower", "plot", "--sqlite", db, "--since", "all", "--out", out,
+    subprocess.run([sys.executable, "-m", "picopower", "plot", "--sqlite", db, "--since", "all", "--live", "--out", out,
                     "--title", "Power consumption (picopower demo, %d virtual houses)" % meters], check=True)
 
 
