@@ -103,6 +103,10 @@ class Channel:
             self.revisions.pulse(t)
 
 
+# Stands in for the RAM queue until everything else is built (see App).
+_NO_QUEUE = Outbox(0)
+
+
 def _files(board):
     # The virtual board hands out flash operations it can cut the power in.
     return board.files() if hasattr(board, "files") else files.Files()
@@ -116,8 +120,14 @@ class App:
         self.mono = Monotonic(board.ticks_us)
         self.wall = WallClock()
         self.started = scratch.Boot(board)
-        self.outbox = Durable(Outbox(capacity_for(settings["queue_size"], board.heap_free(), self.log), self.log),
-                              _files(board), board.data_path("queue"), self.wall, self.log)
+        # Modules first, the RAM queue last: it is sized from the heap the rest
+        # left (board.heap_free collects first), so RESERVE_BYTES stays free
+        # for the socket and TLS (bench/heap.py).
+        if settings["revision_topic"]:
+            from revisions import Revisions, slots_for
+        if settings["ha_discovery"]:
+            import discovery
+        self.outbox = Durable(_NO_QUEUE, _files(board), board.data_path("queue"), self.wall, self.log)
         self.channels = [Channel(i, spec, settings, board, self.log)
                          for i, spec in enumerate(settings["channels"])]
         for ch in self.channels:
@@ -135,18 +145,17 @@ class App:
         self.link.on_connect.append(self.health.connected)
         self.link.on_online.append(self.health.publish)
         if settings["revision_topic"]:
-            from revisions import Revisions, slots_for
             slots = slots_for(settings["report_interval_s"])
             for ch in self.channels:
                 ch.revisions = Revisions(ch.imp, slots, self._reviser(ch))
         if settings["ha_discovery"]:
-            import discovery
             device = board.unique_id()
             self.link.on_connect.append(
                 lambda client, feed=self.feed: discovery.publish_all(client, settings, self.channels, device, feed))
             ha = discovery.State(settings, self.channels)
             self.on_reading.append(ha.reading)
             self.link.on_online.append(ha.publish)
+        self.outbox.ram = Outbox(capacity_for(settings["queue_size"], board.heap_free(), self.log), self.log)
         self._wdt = None
         self._next_report = 0
         self._led = None
@@ -311,8 +320,19 @@ def fail_forever(board, problems):
                 board.log("config: " + p)
 
 
-def main(board):
+def checked(secrets):
+    """config.from_module(secrets), then the checker leaves the heap: its code
+    and tables (~14 KB, bench/heap.py) are needed once per boot, and the
+    queue is sized from what stays free."""
+    import sys
     import config
+    got = config.from_module(secrets)
+    if sys.modules.get("config") is config:
+        del sys.modules["config"]
+    return got
+
+
+def main(board):
     board.led(True)
     try:
         import secrets
@@ -320,7 +340,7 @@ def main(board):
         fail_forever(board, ["lib/secrets.py is missing: copy lib/secrets.example.py and fill it in"])
     except Exception as e:
         fail_forever(board, ["lib/secrets.py does not load: %r" % (e,)])
-    settings, errors, warnings = config.from_module(secrets)
+    settings, errors, warnings = checked(secrets)
     for w in warnings:
         board.log("config: " + w)
     if errors:

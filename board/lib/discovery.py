@@ -37,14 +37,15 @@ Memory: one config dict at a time is built, dumped, published and dropped.
 
 import json
 
-import config
 import message
 from health import status_topic
 
 VERSION = "0.2.0"
 MANUFACTURER = "picopower"
 MODEL = "Pico W meter LED reader"
-MAX_CHANNELS = config.SETTINGS["CHANNELS"][2]  # positions whose configs a removal may leave
+# Positions whose configs a removal may leave: config.py's CHANNELS limit
+# (not imported: the App drops config from the heap after boot).
+MAX_CHANNELS = 4
 
 # object suffix, entity name, device_class, unit, state_class
 SENSORS = (

@@ -23,7 +23,15 @@ import struct
 RECORD = 16
 _FMT = "<BBHIfI"
 _MASK32 = 0xFFFFFFFF
-# Heap kept free for sockets, TLS and the loop after the queue is allocated.
+# Heap kept free for sockets, TLS and the loop after the queue is allocated
+# (the App sizes the queue last). With MQTT_TLS, MicroPython's mbedTLS config
+# (extmod/mbedtls/mbedtls_config_common.h) has a 16 KB in and a 4 KB out
+# record buffer (~21 KB with overheads); the handshake state and the broker's
+# certificate chain add an estimated 10-15 KB (not measured: the test
+# interpreter has no ssl). With umqtt.simple's code (3.3 KB) and a message
+# (under 2 KB, both measured by bench/heap.py) that leaves ~7 KB for
+# fragmentation. Plain MQTT needs far less; one figure keeps the queue the
+# same size whichever way a board connects.
 RESERVE_BYTES = 48 * 1024
 MIN_CAPACITY = 16
 

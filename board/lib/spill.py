@@ -220,7 +220,6 @@ class Durable:
         self.dir = directory
         self.wall = wall
         self.log = log
-        self.capacity = ram.capacity
         self.on_flash = 0  # readings on flash not yet published
         self.spilled = 0  # readings written to flash since boot
         self.damaged = 0  # damaged frames found (their readings are lost)
@@ -252,6 +251,11 @@ class Durable:
     @property
     def size(self):
         return self.ram.size + self.on_flash
+
+    @property
+    def capacity(self):
+        # The App puts in the RAM queue last, sized from the heap left.
+        return self.ram.capacity
 
     @property
     def dropped(self):
