@@ -240,13 +240,16 @@ def quiet_stretch(stored, live, span_s=1200.0, step_s=300.0):
         lp = dict(zip(lv.t, lv.power))
         span = min(span_s, s.t[-1] - s.t[0])
         cands = []
-        t0 = s.t[0]
-        while t0 + span <= s.t[-1] + 1e-6:
+        for n in range(int((s.t[-1] - s.t[0] - span) // step_s) + 1):
+            t0 = s.t[0] + n * step_s
             i, j = bisect_left(s.t, t0), bisect_right(s.t, t0 + span)
+            if j - i < 2:
+                continue  # a gap in the readings (board offline, bridge stopped)
             mean = sum(s.power[i:j]) / (j - i)
             moved = sum(abs(s.power[k] - lp[s.t[k]]) for k in range(i, j) if s.t[k] in lp)
             cands.append((mean, -moved, t0))
-            t0 += step_s
+        if not cands:
+            continue
         cands.sort()
         quiet = cands[:max(1, len(cands) // 4)]
         _, neg, t0 = min(quiet, key=lambda c: c[1])

@@ -200,3 +200,15 @@ def test_plot_live_on_a_bridge_file_without_live_readings_is_a_one_line_error(tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "keeps no live readings (table live)" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_close_up_passes_over_a_2_hour_gap_in_the_readings_and_finds_the_one_revised_reading():
+    stored, live = plot.Series("kitchen"), plot.Series("kitchen")
+    for k in range(6 * 360):
+        t = T0 + 10 * k
+        if 3600 <= t - T0 < 3 * 3600:
+            continue  # the board was offline and its queue was lost
+        stored.add(t, 1000.0 if k < 120 else 30.0, None)
+        live.add(t, 72.0 if k == 1500 else stored.power[-1], None)
+    st = plot.quiet_stretch({"kitchen": stored}, {"kitchen": live})
+    assert st.t0 < T0 + 1500 * 10 < st.t1 and max(st.differences()) == 42.0
