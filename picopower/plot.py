@@ -12,7 +12,7 @@ Stored values are revised ones: a board's revision (its exact value for a
 past window, once the next pulse lands) overwrites the live reading in
 InfluxDB and SQLite. Given what was published live as well (`picopower demo`
 keeps it in the table `live`), `render()` adds a panel comparing the two over
-the quiet hour that revisions changed most (`quiet_stretch()`), because at
+the quiet 20 minutes that revisions changed most (`quiet_stretch()`), as at
 standby a pulse comes only every minute or more and the live guess is
 furthest from the truth there, while at kettle scale the two look identical.
 

@@ -23,7 +23,7 @@ reading in SQLite; a subscriber feeding the dashboard. At the end the boards'
 queues are drained and the graph is drawn from the SQLite file
 (`picopower plot --sqlite demo.sqlite --live` draws it again). The graph's
 bottom right compares the stored (revised) power with what was published
-live over the quiet hour the boards' revisions changed most."""
+live over the 20 quiet minutes the boards' revisions changed most."""
 
 MARK = "picopower_demo"
 

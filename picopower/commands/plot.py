@@ -14,7 +14,7 @@ The window ends at the newest reading. Energy per day comes from the boards'
 energy counter (or from power x time for boards that send no energy).
 Power is the stored value: where a board sent a revision (its exact value
 once the next pulse landed), that value. --live adds a panel comparing it
-with what was published live over a quiet hour; only the demo's file keeps
+with what was published live over 20 quiet minutes; only the demo's file keeps
 the live readings (table `live`), the bridge and Telegraf store revised ones."""
 
 
@@ -32,7 +32,7 @@ def register(sub):
     p.add_argument("--out", default="graph.png", metavar="PNG", help="output file (graph.png)")
     p.add_argument("--title", default="Power consumption")
     p.add_argument("--live", action="store_true",
-                   help="also compare with what was published live, over the quiet hour revisions changed "
+                   help="also compare with what was published live, over the 20 quiet minutes revisions changed "
                         "most (SQLite files of `picopower demo`, which keep table %s)" % plot.LIVE_TABLE)
     p.set_defaults(func=run)
 
