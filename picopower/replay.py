@@ -6,14 +6,38 @@ yields the JSON messages the board would publish on its data topic, in
 order, stamped on the file's clock. With `revisions` it also yields the
 revisions the board publishes on its revision topic (board/lib/revisions.py),
 interleaved in the order the board publishes them: for each timestamp the
-first message is the live reading and the last one the value that is stored.
+first message is the live reading and the last one the value that is stored;
+the board then runs on past the log (no live readings printed) until its
+revision horizon has settled every window it printed.
 """
 
 import math
+import re
 import tempfile
 
 from picopower.errors import UserError
+from picopower.firmware import clock, revisions as revision_rules
 from picopower.virtual import PulseSource, RecordingClient, VirtualBoard, make_app, run_until, settings_for
+
+# The board trusts a first clock answer only inside [2024, 2036-02-07) (its
+# junk-NTP guard), while a pulse log may be older or count from 0. The virtual
+# board then runs shifted by whole seconds into that range and the stamps are
+# shifted back: report windows follow the first pulse, power and energy do not
+# depend on the epoch, so nothing else changes.
+_SHIFTED_START_S = 1735689600  # 2025-01-01
+_STAMP = re.compile(r'"timestamp": (\d+)')
+
+
+def _epoch_shift(start):
+    if clock.EARLIEST_UNIX_S <= start < clock.NTP_WRAP_UNIX_S:
+        return 0
+    return _SHIFTED_START_S - int(start)
+
+
+def _unshift(payload, shift):
+    if not shift:
+        return payload
+    return _STAMP.sub(lambda m: '"timestamp": %d' % (int(m.group(1)) - shift), payload, count=1)
 
 
 class PulseFileError(UserError, ValueError):
@@ -52,22 +76,29 @@ def replay(times, imp_per_kwh=1000, interval_s=10, max_power_w=24000, extra=None
     if revisions and settings["revision_topic"]:
         topics.add(settings["revision_topic"])
     start = times[0]
+    shift = _epoch_shift(start)
     start_us = [int(round((t - start) * 1e6)) for t in times]
     out = []
+    live = [True]  # False once the log is over: only revisions are still wanted
 
     def sink(topic, payload, retain):
-        if topic in topics:
+        if topic in topics and (live[0] or topic != settings["mqtt_topic"]):
             out.append(payload)
 
     interval_us = settings["report_interval_s"] * 1000000
     with tempfile.TemporaryDirectory(prefix="picopower-replay-") as data:
-        board = VirtualBoard([PulseSource(start_us)], lambda cid, will: RecordingClient(sink), data, start)
+        board = VirtualBoard([PulseSource(start_us)], lambda cid, will: RecordingClient(sink), data, start + shift)
         app = make_app(board, settings)
         end = start_us[-1] + interval_us
-        while board.us < end or app.outbox.size:
+        # With revisions, run on past the log until the board has settled every
+        # window it printed (its horizon), printing only revisions meanwhile.
+        settle = end + (revision_rules.HORIZON_S * 1000000 + interval_us if len(topics) > 1 else 0)
+        while board.us < settle or app.outbox.size:
             run_until(app, board, board.us + interval_us, step_ms)
             for payload in out:
-                yield payload
+                yield _unshift(payload, shift)
             del out[:]
-            if board.us > end + 600 * 1000000:
+            if board.us >= end:
+                live[0] = False
+            if board.us > settle + 600 * 1000000:
                 break

@@ -66,3 +66,44 @@ def test_a_bad_meter_constant_is_rejected_by_the_firmwares_validator(tmp_path):
     rc, _, err = replay(path, "--imp-per-kwh", 0)
     assert rc == 2
     assert "IMP_PER_KWH must be an integer 1-100000, got 0" in err
+
+
+def _log(tmp_path, name, t0, times):
+    path = tmp_path / name
+    path.write_text("".join("%.6f\n" % (t0 + t) for t in times))
+    return path
+
+
+def test_logs_from_2019_and_from_time_0_give_the_2026_logs_messages_on_their_own_clocks(tmp_path):
+    # The board trusts no clock before 2024 (junk NTP); a recorded log may be older.
+    times = Profile([(0, 60), (300, 2200), (480, 60)]).pulse_times(1000, 900)
+    runs = {}
+    for name, t0 in (("2026", T0), ("2019", 1546300800.25), ("zero", 0.0)):
+        rc, msgs, err = replay(_log(tmp_path, name, t0, times), "--imp-per-kwh", 1000)
+        assert rc == 0, err
+        runs[name] = (t0, msgs)
+    base_t0, base = runs["2026"]
+    assert len(base) == 84  # the first pulse at 30 s, then 84 windows to the last
+    for name in ("2019", "zero"):
+        t0, msgs = runs[name]
+        assert [m["timestamp"] - int(t0) for m in msgs] == [m["timestamp"] - int(base_t0) for m in base]
+        assert [(m["power"], m["pulses"]) for m in msgs] == [(m["power"], m["pulses"]) for m in base]
+
+
+def test_revisions_settle_the_windows_between_a_logs_last_two_pulses_and_leave_the_live_lines_alone(tmp_path):
+    # A kettle switched off at 700 s to a 30 W standby: the next (and last)
+    # pulse comes at 813 s, so the board knows those windows' mean (31.7 W)
+    # only at its horizon, after the log has ended.
+    times = Profile([(0, 30), (600, 2000), (700, 30)]).pulse_times(1000, 900)
+    path = _log(tmp_path, "kettle", T0, times)
+    rc, live, err = replay(path, "--imp-per-kwh", 1000)
+    assert rc == 0, err
+    rc, both, err = replay(path, "--imp-per-kwh", 1000, "--revisions")
+    assert rc == 0, err
+    first = {}
+    for m in both:
+        first.setdefault(m["timestamp"], m)
+    assert list(first.values()) == live
+    settled = [m["power"] for m in both if m is not first[m["timestamp"]] and m["timestamp"] > T0 + 710]
+    assert len(settled) >= 9
+    assert all(abs(w - 31.7) <= 0.1 for w in settled)
