@@ -61,9 +61,6 @@ sys.path.append('/input/lib')
 class _Hw:
     pass
 
-class _Stub:
-    pass
-
 class RamFiles:
     def __init__(self):
         self.d = {}
@@ -284,15 +281,13 @@ def measure(values, free=PICO_W_FREE, mpy_dir=None):
     return json.loads(r.stdout.split("@@", 1)[1].splitlines()[0])
 
 
-
-
 SETTINGS = {"WIFI_SSID": "x", "MQTT_SERVER": "127.0.0.1", "MQTT_TOPIC": "home/power", "HOSTNAME": "pico"}
 HA_ON = dict(SETTINGS, HA_DISCOVERY=True)
 
 
 def figures(r, free=PICO_W_FREE):
     """The measured steps as the budget's parts (bytes)."""
-    from picopower.firmware import outbox
+    from picopower.firmware import config, outbox
     rest = r["booted"] - r["queue"] + EMERGENCY_BUF
     return {
         "bytecode": r["modules"] + r["lazy"] - r["settings"],  # board.py and lib/*.mpy loaded at boot
@@ -303,7 +298,8 @@ def figures(r, free=PICO_W_FREE):
         "firmware": rest + r["transient"] + r["umqtt"],  # everything but the queue
         "queue": r["queue"],
         "capacity": r["capacity"],
-        "pico_capacity": outbox.capacity_for(10 ** 6, free - rest),  # sized after a collection
+        # What App() gives the queue on the Pico, whose heap_free() collects first.
+        "pico_capacity": outbox.capacity_for(config.SETTINGS["QUEUE_SIZE"][0], free - rest),
         "free_after_boot": free - r["booted"] - EMERGENCY_BUF,
         "reserve": outbox.RESERVE_BYTES,
     }
