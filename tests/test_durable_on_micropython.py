@@ -77,39 +77,8 @@ def test_spill_frames_are_byte_for_byte_the_same_on_micropython_and_decode_back(
     assert refused
 
 
-# The flash as a dict, for both guest programs below: the firmware's file
-# operations (files.Files) without a file system in the guest.
-RAM_FILES = """
-import files
-
-class RamFiles(files.Files):
-    def __init__(self):
-        self.d = {}
-    def read(self, path):
-        if path not in self.d:
-            raise OSError(2)
-        return bytes(self.d[path])
-    def readinto(self, path, buf):
-        data = self.read(path)[:len(buf)]
-        buf[:len(data)] = data
-        return len(data)
-    def write(self, path, data):
-        self.d[path] = bytearray(data)
-    def append(self, path, data):
-        if path not in self.d:
-            self.d[path] = bytearray()
-        self.d[path].extend(data)
-    def remove(self, path):
-        del self.d[path]
-    def listdir(self, path):
-        return [p[len(path) + 1:] for p in self.d if p.startswith(path + "/")]
-    def mkdir(self, path):
-        pass
-    def size(self, path):
-        return len(self.read(path))
-    def free_blocks(self, path):
-        return 150
-"""
+# The flash as a dict, for both guest programs below.
+RAM_FILES = mpy.guest_source("guest_ramfiles.py")
 
 DURABLE = """
 import gc, json
