@@ -237,6 +237,22 @@ def test_a_week_offline_then_reconnect_publishes_all_60480_readings_with_their_t
     assert os.listdir(tmp_path / "queue") == []  # published segments are removed
 
 
+def test_a_boot_after_two_days_offline_feeds_the_watchdog_after_each_of_its_segments_on_flash(tmp_path):
+    # The Pico sums every byte of every segment at boot: seconds for a week's
+    # queue, so the watchdog must be fed between segments, not once at the end.
+    rig = Rig(tmp_path, watts=500, seconds=3 * 86400, values={"PERSIST_INTERVAL_S": 3600})
+    rig.until(30)
+    rig.board.wifi_up = False
+    rig.until(30 + 2 * 86400, step_ms=10000)
+    segments = len(os.listdir(tmp_path / "queue"))
+    feeds = []
+    rig.board.feed = lambda: feeds.append(1)
+    rig.restart("watchdog")
+    assert segments >= 40
+    assert rig.app.outbox.on_flash >= 17000
+    assert len(feeds) >= segments
+
+
 def test_62_days_offline_at_hourly_readings_stamps_the_first_reading_3600_s_after_boot(tmp_path):
     rig = Rig(tmp_path, watts=200, seconds=63 * 86400, values={"REPORT_INTERVAL_S": 3600, "QUEUE_SIZE": 2000,
                                                                      "PERSIST_INTERVAL_S": 86400})

@@ -174,7 +174,7 @@ class App:
             ch.attach()
             self.log("channel %d: GP%d, %d imp/kWh, series '%s', %d pulses stored" % (
                 ch.index, ch.spec["pin"], ch.imp, ch.series, ch.store.base))
-        self.outbox.load(self.outbox.files.free_blocks(self.outbox.dir))
+        self.outbox.load(self.outbox.files.free_blocks(self.outbox.dir), self.feed)
         for ch in self.channels:
             # Pulses counted before a power cut and spilled with a reading, but
             # not yet in the energy file: flash has them after all.

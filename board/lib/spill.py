@@ -264,9 +264,12 @@ class Durable:
     def _path(self, seq):
         return "%s/%08d.q" % (self.dir, seq)
 
-    def load(self, free_blocks=None):
+    def load(self, free_blocks=None, feed=None):
         """Find the segments an earlier boot left; returns the readings in them.
-        `free_blocks`: flash blocks free now, to bound the segments kept."""
+        `free_blocks`: flash blocks free now, to bound the segments kept.
+        `feed` is called after each segment: checking a week of readings
+        (160 segments, every byte summed in Python) takes the Pico seconds,
+        longer than the watchdog allows in one go."""
         self.files.mkdir(self.dir)
         try:
             names = self.files.listdir(self.dir)
@@ -293,6 +296,8 @@ class Durable:
                     self._path(seq), count))
             self._counts[seq] = count
             total += count
+            if feed is not None:
+                feed()
         self._segs = segs
         self._next_seq = segs[-1] + 1 if segs else 0
         self.on_flash = total
