@@ -249,3 +249,15 @@ def test_on_loopback_a_broker_stalling_mid_puback_fails_the_publish_by_the_deadl
     finally:
         broker.close()
     assert not broker.gave_up
+
+
+def test_discovery_to_a_broker_answering_in_2_2_s_merges_no_report_window(monkeypatch, tmp_path):
+    # 23 retained discovery messages at 2.2 s each: sent one per loop step, so
+    # windows keep closing meanwhile (in one step they merged 5).
+    rig = Rig(monkeypatch, tmp_path, Broker(connack_ms=2200, puback_ms=2200), discovery=True)
+    rig.run(600)
+    rig.heal_and_check_every_reading_arrives(at_least=59)
+    stamps = sorted(json.loads(p)["timestamp"] for t, p, _, _ in rig.broker.published if t == TOPIC)
+    # A window closes when the 2.2 s publish under way ends: late by up to
+    # that, never a whole window.
+    assert max(b - a for a, b in zip(stamps, stamps[1:])) <= 15

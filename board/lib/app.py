@@ -150,8 +150,7 @@ class App:
                 ch.revisions = Revisions(ch.imp, slots, self._reviser(ch))
         if settings["ha_discovery"]:
             device = board.unique_id()
-            self.link.on_connect.append(
-                lambda client, feed=self.feed: discovery.publish_all(client, settings, self.channels, device, feed))
+            self.link.on_connect.append(discovery.Announcer(settings, self.channels, device))
             ha = discovery.State(settings, self.channels)
             self.on_reading.append(ha.reading)
             self.link.on_online.append(ha.publish)
@@ -235,7 +234,11 @@ class App:
         return revise
 
     def idle_ms(self):
-        """Milliseconds until the next report window closes."""
+        """Milliseconds until the next report window closes; 0 while the link
+        is part-way through connecting (each of its steps is one bounded
+        operation, and the next may follow at once)."""
+        if self.link.state == "BROKER":
+            return 0
         wait = (self._next_report - self.mono.now_us()) // 1000
         return wait if wait > 0 else 0
 

@@ -189,20 +189,45 @@ def configs(settings, channels, device_id):
 
 
 def publish_all(client, settings, channels, device_id, feed):
-    """Publish every config (and deletion), retained, QoS 1, feeding the
-    watchdog between publishes; return how many configs (not deletions)."""
-    n = 0
-    for topic, cfg in configs(settings, channels, device_id):
-        if cfg is None:
-            client.publish(topic, b"", True, 1)
-        else:
-            payload = json.dumps(cfg).encode()
+    """Every config (and deletion) in one go, feeding the watchdog between
+    publishes; returns how many configs (not deletions). The board itself
+    sends them one per loop step (Announcer)."""
+    announce = Announcer(settings, channels, device_id)
+    while announce(client, feed):
+        pass
+    return announce.configs
+
+
+class Announcer:
+    """The connect hook: one config (or deletion) per link step, so a slow
+    broker (seconds per PUBACK, about 20 publishes) never holds the main loop for
+    more than one publish; returns True while configs remain. A new
+    connection starts the list again."""
+
+    def __init__(self, settings, channels, device_id):
+        self._args = (settings, channels, device_id)
+        self._client = None
+        self._left = None
+        self.configs = 0  # configs (not deletions) sent on the current connection
+
+    def __call__(self, client, feed):
+        if client is not self._client or self._left is None:
+            self._client = client
+            self._left = configs(*self._args)
+            self.configs = 0
+        for topic, cfg in self._left:
+            if cfg is None:
+                payload = b""
+            else:
+                payload = json.dumps(cfg).encode()
+                self.configs += 1
             cfg = None
             client.publish(topic, payload, True, 1)
-            payload = None
-            n += 1
-        feed()
-    return n
+            feed()
+            return True
+        self._left = None
+        self._client = None
+        return False
 
 
 class State:

@@ -48,7 +48,10 @@ class Link:
         self.client = None
         self.published = 0
         self.failures = 0
-        self.on_connect = []  # callables(client, feed), one step each after a broker connect; feed between publishes
+        # callables(client, feed), one step each after a broker connect (feed
+        # between publishes); a hook that returns True has more to send and is
+        # called again on the next step, so the loop keeps closing windows.
+        self.on_connect = []
         self.on_online = []  # callables(client), run on each ONLINE pass after the readings
         self._joining = False
         self._phase = 0  # the step reached within CLOCK, BROKER, or a resync while ONLINE
@@ -164,7 +167,8 @@ class Link:
             elif phase == 3:
                 self.client.publish(self.s["availability_topic"], b"online", True, 1)
             elif phase - 4 < len(self.on_connect):
-                self.on_connect[phase - 4](self.client, feed)
+                if self.on_connect[phase - 4](self.client, feed) is True:
+                    return  # the same hook again next step
             else:
                 self._hooked = True
                 self.failures = 0
