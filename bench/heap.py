@@ -47,7 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BOARD_LIB = os.path.join(ROOT, "board", "lib")
 UMQTT = os.path.join(ROOT, "tests", "umqtt_simple_1_8.py")
-RAM_FILES = os.path.join(ROOT, "tests", "guest_ramfiles.py")  # the tests' flash as a dict
+RAM_FILES = os.path.join(ROOT, "tests", "guest_ramfiles.py")  # the tests' flash and board
 
 # What a Pico W has free when main.py starts (the low end of FACTS.md's range).
 PICO_W_FREE = 150 * 1024
@@ -82,61 +82,20 @@ class Client:
     def close(self):
         pass
 
-class Board:
+class Board(GuestBoard):
     def __init__(self):
-        self.us = 0
-        self.fs = RamFiles()
+        super().__init__()
         self.base = 0
-    def ticks_us(self):
-        return self.us & 0x3FFFFFFF
-    def ticks_ms(self):
-        return (self.us // 1000) & 0x3FFFFFFF
-    def sleep_ms(self, ms):
-        pass
-    def log(self, text):
-        pass
-    def unique_id(self):
-        return "e6614103e7a1"
-    def data_path(self, name):
-        return "d/" + name
     def pulse_input(self, pin, pull, edge, both, handler):
-        pass
-    def wifi_start(self, ssid, password):
-        pass
-    def wifi_status(self):
-        return 3
-    def wifi_stop(self):
-        pass
-    def resolve(self, host):
-        return host
-    def ntp_unix_ms(self, host):
-        return 1800000000000 + self.us // 1000
+        pass  # no list of handlers: the Pico keeps them in its IRQ table, not the heap
     def mqtt_client(self, settings, cid, will):
         return Client()
-    def led(self, on):
-        pass
-    def watchdog(self, ms):
-        return self
-    def feed(self):
-        pass
-    def scratch_read(self, i):
-        return 0
-    def scratch_write(self, i, v):
-        pass
-    def reset_cause(self):
-        return 0
     def heap_free(self):
         # A Pico W's free heap: what it had at start, less what is used since.
         # No collection here (the wasm port's collector traps when called
         # from inside App()): garbage since the last one counts as used, so
         # the queue comes out a little short of the Pico's.
         return FREE - (gc.mem_alloc() - self.base)
-    def wifi_rssi(self):
-        return -60
-    def files(self):
-        return self.fs
-    def mqtt_retained(self, client, topic):
-        return None
 
 FREE = %(free)d
 VALUES = %(values)s

@@ -77,7 +77,7 @@ def test_spill_frames_are_byte_for_byte_the_same_on_micropython_and_decode_back(
     assert refused
 
 
-# The flash as a dict, for both guest programs below.
+# The flash as a dict and a board around it, for both guest programs below.
 RAM_FILES = mpy.guest_source("guest_ramfiles.py")
 
 DURABLE = """
@@ -193,39 +193,17 @@ class Client:
     def close(self):
         pass
 
-class Board:
+class Board(GuestBoard):
     def __init__(self):
-        self.us = 0
-        self.fs = RamFiles()
-        self.scratch = [0, 0, 0, 0]
-        self.cause = 0
+        super().__init__()
         self.up = True
         self.readings = []
         self.retained = {}
         self.status = None
-        self.restart()
     def restart(self):
         self.handlers = []
-    def ticks_us(self):
-        return self.us & 0x3FFFFFFF
-    def ticks_ms(self):
-        return (self.us // 1000) & 0x3FFFFFFF
-    def sleep_ms(self, ms):
-        pass
-    def log(self, text):
-        pass
-    def unique_id(self):
-        return "e6614103e7a1"
-    def data_path(self, name):
-        return "d/" + name
-    def pulse_input(self, pin, pull, edge, both, handler):
-        self.handlers.append(handler)
-    def wifi_start(self, ssid, password):
-        pass
     def wifi_status(self):
         return 3 if self.up else 1
-    def wifi_stop(self):
-        pass
     def resolve(self, host):
         if not self.up:
             raise OSError(113)
@@ -233,29 +211,11 @@ class Board:
     def ntp_unix_ms(self, host):
         if not self.up:
             raise OSError(110)
-        return 1800000000000 + self.us // 1000
+        return GuestBoard.ntp_unix_ms(self, host)
     def mqtt_client(self, settings, cid, will):
         if not self.up:
             raise OSError(113)
         return Client(self)
-    def led(self, on):
-        pass
-    def watchdog(self, ms):
-        return self
-    def feed(self):
-        pass
-    def scratch_read(self, i):
-        return self.scratch[i]
-    def scratch_write(self, i, v):
-        self.scratch[i] = v
-    def reset_cause(self):
-        return self.cause
-    def heap_free(self):
-        return 150000
-    def wifi_rssi(self):
-        return -60
-    def files(self):
-        return self.fs
     def mqtt_retained(self, client, topic):
         p = self.retained.get(topic)
         return p.encode() if p is not None else None
